@@ -1,0 +1,69 @@
+"""Open the Iceberg catalog and the lake tables, creating them on first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform
+
+from feedback.config import HomeSettings, LakeSettings
+from feedback.lake.tables import PARTITION_COLUMN, TABLE_SCHEMAS
+
+
+def open_catalog(settings: LakeSettings | None = None, home: HomeSettings | None = None) -> Catalog:
+    """Load the configured catalog.
+
+    Default: a pyiceberg SQL catalog on SQLite at ``<home>/catalog.db`` with warehouse
+    ``<home>/warehouse``. ``settings.catalog_properties`` are passed to ``load_catalog`` as they are.
+    """
+    settings = settings or LakeSettings()
+    home_dir = (home or HomeSettings()).home
+    props: dict[str, Any] = dict(settings.catalog_properties)
+    if "type" not in props and "uri" not in props:
+        home_dir.mkdir(parents=True, exist_ok=True)
+        (home_dir / "warehouse").mkdir(exist_ok=True)
+        props.update(
+            type="sql",
+            uri=settings.catalog_uri or f"sqlite:///{home_dir / 'catalog.db'}",
+            warehouse=settings.warehouse or (home_dir / "warehouse").as_uri(),
+        )
+    elif settings.catalog_uri:
+        props.setdefault("uri", settings.catalog_uri)
+    if settings.warehouse:
+        props.setdefault("warehouse", settings.warehouse)
+    return load_catalog(settings.catalog_name, **props)
+
+
+def table_identifier(settings: LakeSettings, name: str) -> str:
+    """``<namespace>.<name>``."""
+    return f"{settings.namespace}.{name}"
+
+
+def ensure_table(catalog: Catalog, settings: LakeSettings, name: str) -> Table:
+    """Load lake table ``name`` (a key of ``TABLE_SCHEMAS``), creating it partitioned by day."""
+    ident = table_identifier(settings, name)
+    catalog.create_namespace_if_not_exists(settings.namespace)
+    try:
+        return catalog.load_table(ident)
+    except NoSuchTableError:
+        pass
+    schema: pa.Schema = TABLE_SCHEMAS[name]
+    table = catalog.create_table_if_not_exists(ident, schema=schema)
+    if table.spec().is_unpartitioned():
+        column = PARTITION_COLUMN[name]
+        with table.update_spec() as update:
+            update.add_field(column, DayTransform(), f"{column}_day")
+        table = catalog.load_table(ident)
+    return table
+
+
+def load_table_if_exists(catalog: Catalog, settings: LakeSettings, name: str) -> Table | None:
+    """The lake table ``name``, or None when nothing has been ingested yet."""
+    try:
+        return catalog.load_table(table_identifier(settings, name))
+    except NoSuchTableError:
+        return None
