@@ -2,7 +2,9 @@
 
 KPI formulas:
 - thumbs-up rate = up / (up + down), per model (joined on the interaction the thumb is about);
-- mean rating = mean of ``rating_normalized`` = (value − scale_min)/(scale_max − scale_min) ∈ [0, 1];
+- mean rating = mean of ``rating_normalized`` = (value − scale_min)/(scale_max − scale_min) ∈ [0, 1],
+  over ratings of the criteria ``overall`` and ``quality`` (oasst1's other labels, e.g. spam or
+  toxicity, are not satisfaction scores);
 - preference win rate of a model = wins / (wins + losses) over its non-tie pairwise preferences
   against another model; ties are counted apart.
 """
@@ -32,17 +34,16 @@ WITH thumbs AS (
 ), ratings AS (
     SELECT i.model, avg(f.rating_normalized) AS mean_rating, count(*) AS ratings
     FROM feedback f JOIN interactions i ON f.message_id = i.message_id
-    WHERE f.kind = 'rating' GROUP BY ALL
+    WHERE f.kind = 'rating' AND f.rating_name IN ('overall', 'quality') GROUP BY ALL
+), pairs AS (
+    SELECT c.model AS chosen_model, r.model AS rejected_model, f.preference_tie AS tie
+    FROM feedback f JOIN interactions c ON f.chosen_message_id = c.message_id
+                    JOIN interactions r ON f.rejected_message_id = r.message_id
+    WHERE f.kind = 'preference' AND c.model <> r.model
 ), sides AS (
-    SELECT c.model AS model, CASE WHEN f.preference_tie THEN 'tie' ELSE 'win' END AS outcome
-    FROM feedback f JOIN interactions c ON f.chosen_message_id = c.message_id
-                    JOIN interactions r ON f.rejected_message_id = r.message_id
-    WHERE f.kind = 'preference' AND c.model <> r.model
+    SELECT chosen_model AS model, CASE WHEN tie THEN 'tie' ELSE 'win' END AS outcome FROM pairs
     UNION ALL
-    SELECT r.model, CASE WHEN f.preference_tie THEN 'tie' ELSE 'loss' END
-    FROM feedback f JOIN interactions c ON f.chosen_message_id = c.message_id
-                    JOIN interactions r ON f.rejected_message_id = r.message_id
-    WHERE f.kind = 'preference' AND c.model <> r.model
+    SELECT rejected_model AS model, CASE WHEN tie THEN 'tie' ELSE 'loss' END AS outcome FROM pairs
 ), prefs AS (
     SELECT model, count(*) FILTER (WHERE outcome = 'win') AS wins,
            count(*) FILTER (WHERE outcome = 'loss') AS losses, count(*) FILTER (WHERE outcome = 'tie') AS ties
