@@ -85,3 +85,14 @@ def test_occurred_at_is_normalised_to_utc():
 def test_stable_ids_are_deterministic_and_distinct():
     assert contracts.stable_event_id("oasst1", "m1", "thumb") == contracts.stable_event_id("oasst1", "m1", "thumb")
     assert contracts.stable_event_id("oasst1", "m1", "thumb") != contracts.stable_event_id("oasst1", "m1", "rating")
+
+
+def test_sample_files_in_data_are_valid_and_invalid_as_labelled():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "data"
+    for line in (root / "sample_events.jsonl").read_text().splitlines():
+        contracts.validate(json.loads(line))
+    for line in (root / "invalid_events.jsonl").read_text().splitlines():
+        with pytest.raises(ContractError):
+            contracts.validate(json.loads(line)["event"])
