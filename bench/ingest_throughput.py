@@ -30,7 +30,11 @@ from feedback.replay.sources import default_data_dir, iter_events  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 
-def real_records(n: int, kafka) -> list[tuple[str, bytes, bytes]]:
+def real_records(n: int, kafka, event_time: str) -> list[tuple[str, bytes, bytes]]:
+    """N re-keyed real events. ``event_time="source"`` keeps the sources' timestamps (a historic
+    replay: ~150 day partitions per batch); ``"now"`` stamps them with the current time, as live
+    traffic would be (one or two day partitions per batch)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     base = [e for _, e in iter_events(["oasst1", "tulu", "hh_rlhf", "feedbackqa"], default_data_dir(),
                                       project="bench", replay_time=datetime.now(UTC))]
     out = []
@@ -39,8 +43,10 @@ def real_records(n: int, kafka) -> list[tuple[str, bytes, bytes]]:
         for e in base:
             if len(out) == n:
                 break
-            ev = {**e, "event_id": f"{e['event_id']}~{copy}"}
-            key = (e["body"].get("conversation_id") or "") + f"~{copy}"
+            ev = {**e, "event_id": f"{e['event_id']}.c{copy}"}
+            if event_time == "now":
+                ev["occurred_at"] = now
+            key = (e["body"].get("conversation_id") or "") + f".c{copy}"
             out.append((kafka.topic(e["event_type"]), key.encode(), encode(ev)))
         copy += 1
     return out
@@ -86,6 +92,7 @@ def ingest(stack: Stack, n: int) -> tuple[float, dict]:
     elapsed = time.perf_counter() - t0
     consumer.stop()
     thread.join()
+    assert not consumer.stats.quarantined, f"bench events were quarantined: {consumer.stats.quarantined}"
     return elapsed, {"timed_records": n - first, "batches": consumer.stats.batches}
 
 
@@ -136,6 +143,8 @@ def latency(stack: Stack, rate_per_s: int, seconds: float) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--event-time", choices=["source", "now"], default="source",
+                    help="keep the sources' event times (historic replay) or stamp them now (live traffic)")
     ap.add_argument("--latency-rate", type=int, default=2_000, help="events/s emitted during the latency run")
     ap.add_argument("--latency-seconds", type=float, default=15.0)
     args = ap.parse_args()
@@ -143,7 +152,7 @@ def main() -> None:
         stack = Stack(Path(tmp) / "fw")
         stack.start_broker()
         try:
-            records = real_records(args.events, stack.kafka)
+            records = real_records(args.events, stack.kafka, args.event_time)
             mb = sum(len(v) for _, _, v in records) / 1e6
             produce_s = produce(stack, records)
             raw_s = raw_consume(stack, len(records))
@@ -160,7 +169,7 @@ def main() -> None:
     raw_rate = len(records) / raw_s
     ingest_rate = timed_n / ingest_s
     result = {
-        "events": len(records), "megabytes": round(mb, 1), "produce_events_per_s": round(len(records) / produce_s),
+        "events": len(records), "event_time": args.event_time, "megabytes": round(mb, 1), "produce_events_per_s": round(len(records) / produce_s),
         "raw_consume_events_per_s": round(raw_rate), "ingest_events_per_s": round(ingest_rate),
         "ingest_vs_raw_ratio": round(ingest_rate / raw_rate, 3), "ingest_batches": info["batches"],
         "latency_events": len(lat), "latency_rate_per_s": args.latency_rate,
