@@ -4,6 +4,7 @@
     flywheel ingest                       run the ingestion consumer (Kafka → Iceberg)
     flywheel replay SOURCE...             send real data sets through Kafka
     flywheel lake report                  what landed, quarantine, first KPIs
+    flywheel kpi list|show|compare|rebuild|refresh|follow|status
     flywheel demo                         all of the above on the real data, one command
 """
 
@@ -26,6 +27,15 @@ broker_app = typer.Typer(help="The embedded Kafka-protocol broker (Tansu, memory
 lake_app = typer.Typer(help="The Iceberg lake.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(lake_app, name="lake")
+
+
+def _register_kpi() -> None:
+    from feedback.kpi.cli import kpi_app
+
+    app.add_typer(kpi_app, name="kpi")
+
+
+_register_kpi()
 
 ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
 

@@ -153,3 +153,26 @@ class SDKSettings(BaseSettings):
     retry_interval_s: float = 1.0
     redeliver_window_s: float = 120.0
     redeliver_max_bytes: int = 128 * 1024 * 1024
+
+
+class KpiSettings(BaseSettings):
+    """The KPI layer.
+
+    ``prices_usd_per_1k_tokens`` maps a model to ``{"input": usd, "output": usd}`` per 1,000 tokens;
+    it fills ``cost_usd`` where an interaction has none (and such costs are counted as derived). It is
+    empty by default: Flywheel ships no prices it cannot source. ``rating_criteria`` are the rating
+    names that count as satisfaction (oasst1's spam or toxicity labels do not).
+    ``positive_rating_threshold`` is the normalised rating (0–1) at or above which an answer counts
+    as positively rated. ``allowed_lateness_s`` sets the watermark = latest event time processed −
+    this lateness; later events still update their windows.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_KPI_")
+    min_observations: int = 30
+    refresh_interval_s: float = 0.5
+    allowed_lateness_s: float = 0.0
+    rating_criteria: list[str] = Field(default_factory=lambda: ["overall", "quality"])
+    positive_rating_threshold: float = 0.75
+    prices_usd_per_1k_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
+    sentiment_scorer: str | None = None
+    rebuild_days_per_chunk: int = 31

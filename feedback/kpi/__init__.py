@@ -1,0 +1,1 @@
+"""KPI layer: versioned DuckDB SQL over the lake, materialised incrementally into KPI tables."""
