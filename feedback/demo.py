@@ -20,12 +20,27 @@ from feedback.replay.sources import default_data_dir
 from feedback.report import build_report, format_report
 
 
-def start_consumer(home: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Run ``flywheel ingest`` as a child process logging to ``<home>/ingest/ingest.log``."""
-    (home / "ingest").mkdir(parents=True, exist_ok=True)
-    log = open(home / "ingest" / "ingest.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "feedback.cli", "ingest"], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True)
+def start_child(home: Path, args: list[str], log_name: str) -> subprocess.Popen:
+    """Run ``flywheel <args>`` as a child process logging to ``<home>/logs/<log_name>``."""
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    log = open(home / "logs" / log_name, "ab")
+    return subprocess.Popen([sys.executable, "-m", "feedback.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=dict(os.environ), start_new_session=True)
+
+
+def kpi_summary(catalog) -> str:
+    """Headline KPIs per model from the KPI tables, with 95 % intervals and low-n flags."""
+    from feedback.kpi.query import kpi_connection, query
+    from feedback.report import format_table
+
+    con = kpi_connection(catalog)
+    parts = []
+    for name in ("interactions", "feedback_coverage", "thumbs_up_rate", "mean_rating", "win_rate", "negative_comment_share"):
+        rows = [r for r in query(con, name, "total", ["model"]) if r.value is not None and (r.n is None or r.n > 0)]
+        table = [(r.group["model"] or "(no interaction)", r.value, r.ci_low, r.ci_high, r.n, "yes" if r.low_n else "")
+                 for r in rows]
+        parts += [f"{name}", format_table(["model", "value", "ci_low", "ci_high", "n", "low_n"], table), ""]
+    return "\n".join(parts)
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
@@ -48,7 +63,8 @@ def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, e
     broker = EmbeddedBroker()
     status = broker.start(kafka)
     echo(f"broker: Tansu on {status.bootstrap_servers} (pid {status.pid}); lake: {home}")
-    consumer = start_consumer(home)
+    consumer = start_child(home, ["ingest"], "ingest.log")
+    follower = start_child(home, ["kpi", "follow"], "kpi.log")
     try:
         data_dir = data_dir or default_data_dir()
         echo(f"replaying {', '.join(sources)} from {data_dir} ...")
@@ -58,12 +74,38 @@ def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, e
              f"delivered {st['delivered']}, invalid {st['invalid']}, errors {st['errors']}")
         t0 = time.monotonic()
         wait_until_caught_up(kafka, IngestSettings().group_id, st["delivered_offsets"], timeout_s=600)
-        echo(f"lake caught up (consumer lag 0) {time.monotonic() - t0:.1f}s after the last send\n")
-        echo(format_report(build_report(lake_connection(open_catalog()))))
+        echo(f"lake caught up (consumer lag 0) {time.monotonic() - t0:.1f}s after the last send")
+        catalog = open_catalog()
+        wait_for_kpis(catalog, timeout_s=120)
+        echo(f"KPI tables current {time.monotonic() - t0:.1f}s after the last send\n")
+        echo(format_report(build_report(lake_connection(catalog))))
+        echo("\nKPIs per model (flywheel kpi show|compare for more)\n")
+        echo(kpi_summary(catalog))
     finally:
         if not keep_running:
+            stop_process(follower)
             stop_process(consumer)
             broker.stop()
-            echo("\nbroker and consumer stopped; the lake stays in " + str(home))
+            echo("\nbroker, consumer and KPI follower stopped; the lake stays in " + str(home))
         else:
-            echo(f"\nconsumer pid {consumer.pid} and broker keep running (flywheel broker stop to end)")
+            echo(f"\nconsumer (pid {consumer.pid}), KPI follower (pid {follower.pid}) and broker keep running")
+
+
+def wait_for_kpis(catalog, timeout_s: float) -> None:
+    """Block until both KPI tables reflect the lake's current snapshots."""
+    from feedback.config import LakeSettings
+    from feedback.errors import LakeError
+    from feedback.kpi.maintainer import SOURCES, KpiMaintainer
+    from feedback.lake.catalog import load_table_if_exists
+
+    lake = LakeSettings()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        current = {s: load_table_if_exists(catalog, lake, s) for s in SOURCES}
+        ids = {s: t.current_snapshot().snapshot_id for s, t in current.items() if t is not None and t.current_snapshot()}
+        states = [KpiMaintainer.state(t) for t in (load_table_if_exists(catalog, lake, n)
+                                                    for n in ("kpi_interactions", "kpi_feedback")) if t is not None]
+        if len(states) == 2 and all(st.get("sources") == ids for st in states):
+            return
+        time.sleep(0.2)
+    raise LakeError(f"KPI tables not current after {timeout_s}s; see the KPI follower log")

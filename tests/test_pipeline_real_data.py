@@ -1,6 +1,6 @@
 """The main job on the real data: replay all four data sets through the real broker into the real
-lake with a ``flywheel ingest`` child process, then check what landed against counts made straight
-from the source files (plain json, no Flywheel code)."""
+lake with a ``flywheel ingest`` child process (the ``lake`` fixture in conftest), then check what
+landed against counts made straight from the source files (plain json, no Flywheel code)."""
 
 import gzip
 import json
@@ -11,20 +11,8 @@ import pytest
 from feedback.ingest.lag import wait_until_caught_up
 from feedback.replay.run import replay
 from feedback.report import build_report
-from tests.stack import Stack
 
 RATING_VALUE = {"Bad": 1, "Could be Improved": 2, "Acceptable": 3, "Excellent": 4}
-
-
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory, data_dir):
-    stack = Stack(tmp_path_factory.mktemp("real") / "flywheel")
-    stack.start_broker()
-    stack.consumer_process()
-    result = replay(["oasst1", "tulu", "hh_rlhf", "feedbackqa"], data_dir, stack.kafka, home=stack.home_settings)
-    wait_until_caught_up(stack.kafka, stack.group_id, result.sdk_stats["delivered_offsets"], timeout_s=300)
-    yield stack, result
-    stack.close()
 
 
 def tulu_annotations(data_dir):

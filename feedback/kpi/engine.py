@@ -8,7 +8,7 @@ metadata file, so one query sees one snapshot). The extension ships offline in t
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -111,6 +111,9 @@ def touched_days(con: duckdb.DuckDBPyConnection) -> list[date]:
     return [r[0] for r in rows]
 
 
-def compute(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
-    """Rows of KPI table ``name`` for the registered ``days``."""
-    return con.execute(select_as_schema(name, load_sql(name))).fetch_arrow_table()
+def compute(con: duckdb.DuckDBPyConnection, name: str, days: list[date]) -> pa.Table:
+    """Rows of KPI table ``name`` for ``days`` (already registered with :func:`register_days`)."""
+    day_min = f"TIMESTAMPTZ '{min(days).isoformat()} 00:00:00+00'"
+    day_end = f"TIMESTAMPTZ '{(max(days) + timedelta(days=1)).isoformat()} 00:00:00+00'"
+    sql = load_sql(name).replace("{day_min}", day_min).replace("{day_end}", day_end)
+    return con.execute(select_as_schema(name, sql)).fetch_arrow_table()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -162,14 +163,17 @@ class KpiMaintainer:
             engine.register_days(con, group)
             if name == "kpi_feedback":
                 engine.score_comments(con, self.scorer)
-            rows = engine.compute(con, name) if group else KPI_TABLE_SCHEMAS[name].empty_table()
+            rows = engine.compute(con, name, group) if group else KPI_TABLE_SCHEMAS[name].empty_table()
             written += rows.num_rows
             last = n == len(groups) - 1
             with kpi.transaction() as tx:
                 if rebuild and n == 0:
-                    tx.delete(AlwaysTrue())
+                    if kpi.current_snapshot() is not None:
+                        tx.delete(AlwaysTrue())
                 elif group and not rebuild:
-                    tx.delete(In("window_day", group))
+                    with warnings.catch_warnings():  # a day seen for the first time has nothing to delete
+                        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                        tx.delete(In("window_day", group))
                 if rows.num_rows:
                     tx.append(rows)
                 if last:

@@ -52,7 +52,8 @@ class KpiRow:
 
 @dataclass
 class KpiComparison:
-    """A vs B on one KPI over the filter's range: each side's row, B − A... see ``difference``."""
+    """A vs B on one KPI over the filter's range: each side's row, ``difference`` = B − A with its
+    95 % interval and p-value, and the ``method`` that produced them."""
 
     kpi: str
     dimension: str
@@ -156,7 +157,8 @@ def _row(kpi: KpiDefinition, window_start, group, values, min_n: int) -> KpiRow:
     if kpi.kind == "percentile":
         n = int(vals[1] or 0)
         return KpiRow(window_start, group, vals[0], None, None, n, n < min_n)
-    return KpiRow(window_start, group, vals[0] if vals[0] is not None else 0.0, None, None, None, False)
+    total = vals[0] if vals[0] is not None else 0.0
+    return KpiRow(window_start, group, int(total) if kpi.kind == "count" else total, None, None, None, False)
 
 
 def compare(con: duckdb.DuckDBPyConnection, name: str, dimension: str, a: str, b: str,

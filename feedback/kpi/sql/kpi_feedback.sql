@@ -6,14 +6,23 @@
 -- counts in its own window with app/model/prompt_version NULL. A preference counts a win for the
 -- chosen side and a loss for the rejected side (or a tie for both), each in its own interaction's
 -- window, and only when the two sides differ in model or prompt version.
+-- {day_min}/{day_end} are literal bounds of the days (they let the scan skip other partitions).
 -- Ratings: only criteria in `rating_criteria`, as rating_normalized in [0, 1].
 -- Comments: negative when their sentiment score (table `comment_sentiment(event_id, score)`) is at
 -- or below params.negative_threshold.
-WITH f AS (
-    SELECT f.*, coalesce(i.occurred_at, f.occurred_at) AS attr_time,
-           coalesce(i.project, f.project) AS k_project, i.app, i.model, i.prompt_version
-    FROM feedback f LEFT JOIN interactions i ON i.message_id = f.message_id
+WITH i_days AS (   -- the interactions of the days being computed (the only large hash build)
+    SELECT message_id, occurred_at, project, app, model, prompt_version FROM interactions
+    WHERE occurred_at >= {day_min} AND occurred_at < {day_end}
+      AND date_trunc('day', occurred_at) IN (SELECT day FROM days)
+), f AS (
+    SELECT f.*, i.occurred_at AS attr_time, i.project AS k_project, i.app, i.model, i.prompt_version
+    FROM feedback f JOIN i_days i ON i.message_id = f.message_id
     WHERE f.kind <> 'preference'
+    UNION ALL
+    SELECT f.*, f.occurred_at, f.project, NULL, NULL, NULL
+    FROM (SELECT * FROM feedback WHERE kind <> 'preference' AND occurred_at >= {day_min} AND occurred_at < {day_end}
+            AND date_trunc('day', occurred_at) IN (SELECT day FROM days)) f
+    WHERE NOT EXISTS (SELECT 1 FROM interactions x WHERE x.message_id = f.message_id)
 ), pairs AS (
     SELECT f.feedback_source, f.preference_tie AS tie,
            c.occurred_at AS c_time, c.project AS c_project, c.app AS c_app, c.model AS c_model, c.prompt_version AS c_pv,
@@ -22,6 +31,7 @@ WITH f AS (
     JOIN interactions c ON c.message_id = f.chosen_message_id
     JOIN interactions r ON r.message_id = f.rejected_message_id
     WHERE f.kind = 'preference' AND (c.model <> r.model OR c.prompt_version IS DISTINCT FROM r.prompt_version)
+      AND (f.chosen_message_id IN (SELECT message_id FROM i_days) OR f.rejected_message_id IN (SELECT message_id FROM i_days))
 ), sides AS (
     SELECT feedback_source, c_time AS attr_time, c_project AS k_project, c_app AS app, c_model AS model, c_pv AS prompt_version,
            CASE WHEN tie THEN 'tie' ELSE 'win' END AS outcome FROM pairs

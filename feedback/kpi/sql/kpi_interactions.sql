@@ -8,7 +8,8 @@
 -- cost_usd is the event's own cost, else tokens x the configured price (counted in cost_derived_n).
 WITH i AS (
     SELECT * FROM interactions
-    WHERE date_trunc('day', occurred_at) IN (SELECT day FROM days)
+    WHERE occurred_at >= {day_min} AND occurred_at < {day_end}
+      AND date_trunc('day', occurred_at) IN (SELECT day FROM days)
 ), fb AS (
     SELECT f.message_id,
            count(*) FILTER (WHERE f.thumb = 'up') AS ups,
