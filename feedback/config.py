@@ -176,3 +176,4 @@ class KpiSettings(BaseSettings):
     prices_usd_per_1k_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
     sentiment_scorer: str | None = None
     rebuild_days_per_chunk: int = 31
+    snapshot_retention_s: float = 600.0

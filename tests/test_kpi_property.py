@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from feedback.config import HomeSettings, KpiSettings, LakeSettings
@@ -148,7 +148,7 @@ SPAN_MIN = 4 * 24 * 60  # interactions spread over four UTC days
 
 @st.composite
 def streams(draw) -> Stream:
-    n_int = draw(st.integers(3, 25))
+    n_int = draw(st.integers(3, 20))
     times: list[datetime] = []
     interactions = []
     for i in range(n_int):
@@ -183,7 +183,7 @@ def streams(draw) -> Stream:
         return i, f"m{i}"
 
     feedbacks = []
-    for k in range(draw(st.integers(0, 40))):
+    for k in range(draw(st.integers(0, 30))):
         kind = draw(st.sampled_from(("thumb", "thumb", "rating", "rating", "comment", "preference", "category",
                                      "correction")))
         source = draw(st.sampled_from(FEEDBACK_SOURCES))
@@ -222,8 +222,10 @@ def streams(draw) -> Stream:
         src = draw(st.integers(0, len(stream) - 1))
         dst = draw(st.integers(src + 1, len(stream)))
         stream.insert(dst, stream[src])
-    n_batches = draw(st.integers(1, 5))
-    cuts = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=n_batches - 1, max_size=n_batches - 1)))
+    # 1-5 consecutive batches, mostly several (a single batch only exercises the first, full refresh)
+    n_batches = min(draw(st.sampled_from((3, 4, 2, 5, 1))), len(stream))
+    cuts = sorted(draw(st.lists(st.integers(1, len(stream) - 1), min_size=n_batches - 1, max_size=n_batches - 1,
+                                unique=True)))
     bounds = [0, *cuts, len(stream)]
     return Stream([stream[a:b] for a, b in zip(bounds, bounds[1:])])
 
@@ -325,6 +327,30 @@ def _expected_totals(stream: Stream) -> tuple[dict[str, int], dict[str, float]]:
     return exp_i, exp_f
 
 
+def _describe(stream: Stream) -> None:
+    """Label the example (see ``pytest --hypothesis-show-statistics``) by what makes it hard."""
+    event(f"batches={sum(1 for b in stream.batches if b)}")
+    seen: dict[str, int] = {}
+    interaction_batch: dict[str, int] = {}
+    for n, batch in enumerate(stream.batches):
+        for e in batch:
+            if e["event_id"] in seen and seen[e["event_id"]] < n:
+                event("duplicate in a later batch")
+            seen.setdefault(e["event_id"], n)
+            if e["event_type"] == "interaction":
+                interaction_batch.setdefault(e["body"]["message_id"], n)
+    times = {e["body"]["message_id"]: e["occurred_at"] for e in stream.distinct().values()
+             if e["event_type"] == "interaction"}
+    for e in stream.distinct().values():
+        m = e["body"].get("message_id")
+        if e["event_type"] != "feedback" or m not in interaction_batch:
+            continue
+        if seen[e["event_id"]] < interaction_batch[m]:
+            event("interaction arrives in a later batch than its feedback")
+        if seen[e["event_id"]] > interaction_batch[m] and e["occurred_at"][:10] != times[m][:10]:
+            event("feedback on another day arrives in a later batch than its interaction")
+
+
 # --------------------------------------------------------------------------------------- tests
 
 @settings(max_examples=12, deadline=None,
@@ -334,6 +360,7 @@ def _expected_totals(stream: Stream) -> tuple[dict[str, int], dict[str, float]]:
 @example(stream=_late_rating_stream())
 @example(stream=_interaction_after_feedback_stream())
 def test_incremental_kpis_equal_full_rebuild(stream: Stream) -> None:
+    _describe(stream)
     with tempfile.TemporaryDirectory() as tmp:
         catalog, writer, kpi = _lake(tmp)
         offset = 0

@@ -58,10 +58,17 @@ def local_path(uri: str) -> str:
     return uri.removeprefix("file://")
 
 
-def register_source(con: duckdb.DuckDBPyConnection, view: str, table: Table | None, lake_name: str) -> None:
+def _empty_view(con: duckdb.DuckDBPyConnection, view: str, schema: pa.Schema) -> None:
+    # Always a real view (over a registered empty Arrow table): a connection that is reused must
+    # not end up with a registered object shadowing a later CREATE OR REPLACE VIEW of that name.
+    con.register(f"_empty_{view}", schema.empty_table())
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM _empty_{view}")
+
+
+def register_source(con: duckdb.DuckDBPyConnection, view: str, table: Table | None, schema: pa.Schema) -> None:
     """Expose a lake table's current snapshot as view ``view`` (an empty one if it has no data)."""
     if table is None or table.current_snapshot() is None:
-        con.register(view, TABLE_SCHEMAS[lake_name].empty_table())
+        _empty_view(con, view, schema)
         return
     con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM iceberg_scan('{local_path(table.metadata_location)}')")
 
@@ -69,7 +76,7 @@ def register_source(con: duckdb.DuckDBPyConnection, view: str, table: Table | No
 def register_files(con: duckdb.DuckDBPyConnection, view: str, files: list[str], lake_name: str) -> None:
     """Expose the given Parquet data files of a lake table as view ``view``."""
     if not files:
-        con.register(view, TABLE_SCHEMAS[lake_name].empty_table())
+        _empty_view(con, view, TABLE_SCHEMAS[lake_name])
         return
     paths = ", ".join(f"'{local_path(f)}'" for f in files)
     con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet([{paths}])")

@@ -31,6 +31,7 @@ from feedback.kpi import engine
 from feedback.kpi.sentiment import SentimentScorer, load_scorer
 from feedback.kpi.tables import KPI_TABLE_SCHEMAS
 from feedback.lake.catalog import ensure_table, load_table_if_exists, table_identifier
+from feedback.lake.tables import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 STATE_KEY = "flywheel.kpi.state"
@@ -78,6 +79,7 @@ class KpiMaintainer:
         self.settings = settings or KpiSettings()
         self.scorer = scorer or load_scorer(self.settings.sentiment_scorer)
         self._stop = threading.Event()
+        self._con = engine.connect()
 
     def _kpi_table(self, name: str) -> Table:
         table = load_table_if_exists(self.catalog, self.lake, name)
@@ -100,8 +102,13 @@ class KpiMaintainer:
         started = time.perf_counter()
         result = RefreshResult()
         sources = {name: ensure_table(self.catalog, self.lake, name) for name in SOURCES}
+        con = self._con
+        for s in SOURCES:
+            engine.register_source(con, s, sources[s], TABLE_SCHEMAS[s])
+        engine.register_parameters(con, self.settings)
+        days_cache: dict[str, list[date]] = {}
         for name in KPI_TABLE_SCHEMAS:
-            self._refresh_table(name, sources, force_rebuild, result)
+            self._refresh_table(con, name, sources, force_rebuild, result, days_cache)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -109,7 +116,8 @@ class KpiMaintainer:
         """Recompute every window of every KPI table from the whole lake."""
         return self.refresh(force_rebuild=True)
 
-    def _refresh_table(self, name: str, sources: dict[str, Table], force: bool, result: RefreshResult) -> None:
+    def _refresh_table(self, con, name: str, sources: dict[str, Table], force: bool, result: RefreshResult,
+                       days_cache: dict[str, list[date]]) -> None:
         kpi = self._kpi_table(name)
         state = self.state(kpi)
         snapshot_ids = {s: (t.current_snapshot().snapshot_id if t.current_snapshot() else None) for s, t in sources.items()}
@@ -125,24 +133,30 @@ class KpiMaintainer:
                     rebuild = True
                     break
                 new_files[s] = files
-        con = engine.connect()
-        for s in SOURCES:
-            engine.register_source(con, s, sources[s], s)
-        engine.register_parameters(con, self.settings)
-        if rebuild:
-            days = [r[0] for r in con.execute("""
+        # both KPI tables usually start from the same source snapshots: find the days once
+        key = "rebuild" if rebuild else orjson.dumps(state["sources"]).decode()
+        engine.register_files(con, "new_interactions", new_files.get("interactions", []), "interactions")
+        engine.register_files(con, "new_feedback", new_files.get("feedback", []), "feedback")
+        if key not in days_cache:
+            days_cache[key] = [r[0] for r in con.execute("""
                 SELECT DISTINCT CAST(date_trunc('day', occurred_at) AS DATE) FROM interactions
-                UNION SELECT DISTINCT CAST(date_trunc('day', occurred_at) AS DATE) FROM feedback ORDER BY 1""").fetchall()]
-        else:
-            engine.register_files(con, "new_interactions", new_files["interactions"], "interactions")
-            engine.register_files(con, "new_feedback", new_files["feedback"], "feedback")
-            days = engine.touched_days(con)
+                UNION SELECT DISTINCT CAST(date_trunc('day', occurred_at) AS DATE) FROM feedback ORDER BY 1""").fetchall()] \
+                if rebuild else engine.touched_days(con)
+        days = days_cache[key]
         watermark = self._watermark(con, state, rebuild, new_files)
         new_state = {"sources": snapshot_ids, "sql_version": version, "watermark": watermark,
                      "refreshed_at": datetime.now(UTC).isoformat()}
         rows = self._replace_days(con, kpi, name, days, rebuild, new_state)
         result.days[name], result.rows[name], result.rebuilt[name] = len(days), rows, rebuild
-        con.close()
+        self._expire(name)
+
+    def _expire(self, name: str) -> None:
+        """KPI tables are derived: keep ``snapshot_retention_s`` of history so metadata stays small."""
+        table = self.catalog.load_table(table_identifier(self.lake, name))
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settings.snapshot_retention_s)
+        old = [s for s in table.snapshots() if s.timestamp_ms < horizon.timestamp() * 1000]
+        if len(old) > 20:
+            table.maintenance.expire_snapshots().older_than(horizon).commit()
 
     def _watermark(self, con, state: dict[str, Any], rebuild: bool, new_files: dict[str, list[str]]) -> str | None:
         """Latest event time reflected, minus the allowed lateness (ISO text; None if no data)."""

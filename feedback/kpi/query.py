@@ -74,11 +74,8 @@ def kpi_connection(catalog: Catalog, lake: LakeSettings | None = None) -> duckdb
     from feedback.lake.tables import TABLE_SCHEMAS
 
     for name in ("kpi_interactions", "kpi_feedback", "interactions"):
-        table = load_table_if_exists(catalog, lake, name)
-        if table is None or table.current_snapshot() is None:
-            con.register(name, (KPI_TABLE_SCHEMAS.get(name) or TABLE_SCHEMAS[name]).empty_table())
-        else:
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM iceberg_scan('{engine.local_path(table.metadata_location)}')")
+        schema = KPI_TABLE_SCHEMAS.get(name) or TABLE_SCHEMAS[name]
+        engine.register_source(con, name, load_table_if_exists(catalog, lake, name), schema)
     return con
 
 
