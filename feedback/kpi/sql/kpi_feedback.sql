@@ -23,15 +23,19 @@ WITH i_days AS (   -- the interactions of the days being computed (the only larg
     FROM (SELECT * FROM feedback WHERE kind <> 'preference' AND occurred_at >= {day_min} AND occurred_at < {day_end}
             AND date_trunc('day', occurred_at) IN (SELECT day FROM days)) f
     WHERE NOT EXISTS (SELECT 1 FROM interactions x WHERE x.message_id = f.message_id)
+), pairs_in_days AS (   -- preferences with a side among the interactions of these days
+    SELECT DISTINCT f.event_id FROM feedback f JOIN i_days i ON i.message_id = f.chosen_message_id WHERE f.kind = 'preference'
+    UNION
+    SELECT DISTINCT f.event_id FROM feedback f JOIN i_days i ON i.message_id = f.rejected_message_id WHERE f.kind = 'preference'
 ), pairs AS (
     SELECT f.feedback_source, f.preference_tie AS tie,
            c.occurred_at AS c_time, c.project AS c_project, c.app AS c_app, c.model AS c_model, c.prompt_version AS c_pv,
            r.occurred_at AS r_time, r.project AS r_project, r.app AS r_app, r.model AS r_model, r.prompt_version AS r_pv
     FROM feedback f
+    JOIN pairs_in_days p ON p.event_id = f.event_id
     JOIN interactions c ON c.message_id = f.chosen_message_id
     JOIN interactions r ON r.message_id = f.rejected_message_id
     WHERE f.kind = 'preference' AND (c.model <> r.model OR c.prompt_version IS DISTINCT FROM r.prompt_version)
-      AND (f.chosen_message_id IN (SELECT message_id FROM i_days) OR f.rejected_message_id IN (SELECT message_id FROM i_days))
 ), sides AS (
     SELECT feedback_source, c_time AS attr_time, c_project AS k_project, c_app AS app, c_model AS model, c_pv AS prompt_version,
            CASE WHEN tie THEN 'tie' ELSE 'win' END AS outcome FROM pairs
