@@ -177,3 +177,5 @@ class KpiSettings(BaseSettings):
     sentiment_scorer: str | None = None
     rebuild_days_per_chunk: int = 31
     snapshot_retention_s: float = 600.0
+    duckdb_memory_limit: str = "1GB"
+    duckdb_threads: int = 2

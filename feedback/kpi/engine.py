@@ -39,8 +39,10 @@ def sql_version(name: str) -> int:
 _EXTENSIONS_IMPORTED = False
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the iceberg extension loaded and the session time zone UTC."""
+def connect(settings: KpiSettings | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the iceberg extension loaded, the session time zone UTC, and
+    ``memory_limit``/``threads`` from the KPI settings (beyond the limit DuckDB spills to disk, so
+    a rebuild's memory does not grow with the lake)."""
     global _EXTENSIONS_IMPORTED
     if not _EXTENSIONS_IMPORTED:
         from duckdb_extensions import import_extension
@@ -48,8 +50,10 @@ def connect() -> duckdb.DuckDBPyConnection:
         import_extension("avro")
         import_extension("iceberg")
         _EXTENSIONS_IMPORTED = True
+    settings = settings or KpiSettings()
     con = duckdb.connect()
     con.execute("LOAD iceberg; SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'; SET threads = {int(settings.duckdb_threads)}")
     return con
 
 

@@ -79,7 +79,7 @@ class KpiMaintainer:
         self.settings = settings or KpiSettings()
         self.scorer = scorer or load_scorer(self.settings.sentiment_scorer)
         self._stop = threading.Event()
-        self._con = engine.connect()
+        self._con = engine.connect(self.settings)
 
     def _kpi_table(self, name: str) -> Table:
         table = load_table_if_exists(self.catalog, self.lake, name)
