@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,32 +130,22 @@ def emit_to_kpi(probes: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(Path(tmp) / "fw")
         stack.start_broker()
-        consumer, consumer_thread = stack.consumer_thread()
-        maintainer = KpiMaintainer(stack.catalog(), stack.lake, KpiSettings())
-        stop = threading.Event()
-        follower = threading.Thread(target=maintainer.follow, kwargs={"stop": stop}, daemon=True)
-        follower.start()
-        client = stack.client(flush_interval_ms=20)
         latencies = []
         try:
-            for i in range(probes + 1):
-                t = time.perf_counter()
-                msg = client.log_interaction(conversation_id=f"probe-{i}", prompt=[{"role": "user", "content": "q"}],
-                                             response="a", model="probe-model")
-                client.log_feedback(conversation_id=f"probe-{i}", message_id=msg, kind="thumb", thumb="up")
-                while True:
-                    rows = query(kpi_connection(stack.catalog()), "thumbs_up_rate", "total", [], KpiFilter(dims={"model": "probe-model"}))
-                    if rows and rows[0].n == i + 1:
-                        break
-                    time.sleep(0.02)
-                if i:  # the first probe includes the consumer group join
-                    latencies.append(time.perf_counter() - t)
+            with stack.live_pipeline(), stack.client(flush_interval_ms=20) as client:
+                for i in range(probes + 1):
+                    t = time.perf_counter()
+                    msg = client.log_interaction(conversation_id=f"probe-{i}", prompt=[{"role": "user", "content": "q"}],
+                                                 response="a", model="probe-model")
+                    client.log_feedback(conversation_id=f"probe-{i}", message_id=msg, kind="thumb", thumb="up")
+                    while True:
+                        rows = query(kpi_connection(stack.catalog()), "thumbs_up_rate", "total", [], KpiFilter(dims={"model": "probe-model"}))
+                        if rows and rows[0].n == i + 1:
+                            break
+                        time.sleep(0.02)
+                    if i:  # the first probe includes the consumer group join
+                        latencies.append(time.perf_counter() - t)
         finally:
-            client.close()
-            stop.set()
-            consumer.stop()
-            follower.join(30)
-            consumer_thread.join(30)
             stack.close()
     return latencies
 

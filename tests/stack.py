@@ -8,14 +8,16 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from feedback.bus.broker import EmbeddedBroker
-from feedback.config import BrokerSettings, HomeSettings, IngestSettings, KafkaSettings, LakeSettings, SDKSettings
+from feedback.config import BrokerSettings, HomeSettings, IngestSettings, KafkaSettings, KpiSettings, LakeSettings, SDKSettings
 from feedback.ingest.consumer import IngestConsumer
+from feedback.kpi.maintainer import KpiMaintainer
 from feedback.lake.catalog import open_catalog
 from feedback.lake.read import lake_connection
 from feedback.sdk.client import FlywheelClient
@@ -63,6 +65,22 @@ class Stack:
                                 env={**os.environ, **self.env, **(extra_env or {})})
         self.procs.append(proc)
         return proc
+
+    @contextmanager
+    def live_pipeline(self, kpi: KpiSettings | None = None, **ingest_overrides):
+        """Consumer and KPI follower running in threads; yields (consumer, maintainer), stops both."""
+        consumer, consumer_thread = self.consumer_thread(**ingest_overrides)
+        maintainer = KpiMaintainer(self.catalog(), self.lake, kpi or KpiSettings())
+        stop = threading.Event()
+        follower = threading.Thread(target=maintainer.follow, kwargs={"stop": stop}, daemon=True)
+        follower.start()
+        try:
+            yield consumer, maintainer
+        finally:
+            stop.set()
+            consumer.stop()
+            follower.join(30)
+            consumer_thread.join(30)
 
     def client(self, **overrides) -> FlywheelClient:
         settings = SDKSettings(spool_dir=self.home / "spool", **overrides)

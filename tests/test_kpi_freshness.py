@@ -2,7 +2,6 @@
 refresh interval plus one ingest batch, and the watermark advances; a late rating updates its old
 window."""
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -28,13 +27,8 @@ def thumbs(stack, model, grain="total", start=None):
 
 
 def test_feedback_reaches_its_kpi_within_the_interval_and_the_watermark_advances(stack):
-    consumer, consumer_thread = stack.consumer_thread(batch_max_ms=100)
-    maintainer = KpiMaintainer(stack.catalog(), stack.lake, KpiSettings(refresh_interval_s=0.2))
-    stop = threading.Event()
-    follower = threading.Thread(target=maintainer.follow, kwargs={"stop": stop}, daemon=True)
-    follower.start()
-    client = stack.client(flush_interval_ms=20)
-    try:
+    with stack.live_pipeline(KpiSettings(refresh_interval_s=0.2), batch_max_ms=100), \
+            stack.client(flush_interval_ms=20) as client:
         msg = client.log_interaction(conversation_id="fresh-1", prompt=[{"role": "user", "content": "hi"}],
                                      response="hello", model="fresh-model", app="freshness")
         client.log_feedback(conversation_id="fresh-1", message_id=msg, kind="thumb", thumb="up")
@@ -59,9 +53,3 @@ def test_feedback_reaches_its_kpi_within_the_interval_and_the_watermark_advances
         assert wait_for(lambda: query(kpi_connection(stack.catalog(), stack.lake), "thumbs_up_rate", "day", ["model"],
                                       KpiFilter(start=start, end=start + timedelta(days=1),
                                                 dims={"model": "fresh-model"})), 30)
-    finally:
-        client.close()
-        stop.set()
-        consumer.stop()
-        follower.join(30)
-        consumer_thread.join(30)
