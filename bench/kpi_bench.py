@@ -124,7 +124,8 @@ def dashboard_query(home: Path) -> float:
 
 def emit_to_kpi(probes: int) -> list[float]:
     """Through the real broker: each probe logs an interaction and a thumb, then waits until the
-    KPI tables count it (consumer + KPI follower running in threads)."""
+    KPI tables count it. ``flywheel ingest`` and ``flywheel kpi follow`` run as child processes, as
+    in ``flywheel demo`` (default settings)."""
     from tests.stack import Stack
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +133,9 @@ def emit_to_kpi(probes: int) -> list[float]:
         stack.start_broker()
         latencies = []
         try:
-            with stack.live_pipeline(), stack.client(flush_interval_ms=20) as client:
+            stack.consumer_process()
+            stack.cli_process(["kpi", "follow"])
+            with stack.client(flush_interval_ms=20) as client:
                 for i in range(probes + 1):
                     t = time.perf_counter()
                     msg = client.log_interaction(conversation_id=f"probe-{i}", prompt=[{"role": "user", "content": "q"}],
@@ -143,7 +146,7 @@ def emit_to_kpi(probes: int) -> list[float]:
                         if rows and rows[0].n == i + 1:
                             break
                         time.sleep(0.02)
-                    if i:  # the first probe includes the consumer group join
+                    if i:  # the first probe includes the consumer group join and process start
                         latencies.append(time.perf_counter() - t)
         finally:
             stack.close()
@@ -154,15 +157,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--probes", type=int, default=20)
-    ap.add_argument("--phase", choices=["all", "rebuild"], default="all")
+    ap.add_argument("--phase", choices=["all", "rebuild", "latency"], default="all")
     ap.add_argument("--home", type=Path)
     args = ap.parse_args()
     if args.phase == "rebuild":
         phase_rebuild(args.home)
         return
-    base = base_tables()
     results = {"measured_at": datetime.now(UTC).isoformat(), "scales": []}
-    for n in args.events:
+    base = base_tables() if args.phase == "all" else None
+    for n in args.events if args.phase == "all" else []:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp) / "fw"
             info = build_lake(home, n, base)

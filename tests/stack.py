@@ -60,8 +60,13 @@ class Stack:
         return consumer, thread
 
     def consumer_process(self, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.home / f"ingest-{len(self.procs)}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "feedback.cli", "ingest"], stdout=log, stderr=subprocess.STDOUT,
+        return self.cli_process(["ingest"], extra_env)
+
+    def cli_process(self, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """``flywheel <args>`` as a child process on this stack (log in the stack's home)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.home / f"{args[0]}-{len(self.procs)}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "feedback.cli", *args], stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **self.env, **(extra_env or {})})
         self.procs.append(proc)
         return proc
