@@ -456,3 +456,25 @@ def test_late_rating_updates_its_old_window_and_watermark_never_moves_back() -> 
         # a refresh with nothing new changes nothing
         assert kpi.refresh().days == {}
         assert watermark() == mark1
+
+
+def test_many_small_batches_merge_manifests_and_stay_incremental() -> None:
+    """One event per batch: enough appends for Iceberg to merge manifests (tables merge once 8
+    pile up). Refreshes must still see exactly the new files, and equal a rebuild."""
+    events = [interaction(i, BASE + timedelta(days=i % 3, hours=i)) for i in range(4)]
+    events += [thumb(k, BASE + timedelta(days=k % 5, hours=1), interaction(k % 4, BASE)["body"]["message_id"], up=k % 3 > 0)
+               for k in range(20)]
+    events += [rating(100, BASE + timedelta(days=4), interaction(1, BASE)["body"]["message_id"], 4)]
+    stream = Stream([[e] for e in reversed(events)])  # feedback first, its interactions last
+    assert len(stream.batches) > 12
+    with tempfile.TemporaryDirectory() as tmp:
+        catalog, writer, kpi = _lake(tmp)
+        for n, batch in enumerate(stream.batches):
+            _ingest(writer, batch, n, n)
+            kpi.refresh()
+        feedback_table = catalog.load_table("flywheel.feedback")
+        appends = sum(1 for s in feedback_table.snapshots() if s.summary and s.summary.operation.value == "append")
+        assert len(feedback_table.current_snapshot().manifests(feedback_table.io)) < appends  # merged
+        incremental = {name: _read(catalog, name) for name in KPI_TABLES}
+        kpi.rebuild()
+        assert incremental == {name: _read(catalog, name) for name in KPI_TABLES}

@@ -30,7 +30,7 @@ from feedback.config import KpiSettings, LakeSettings
 from feedback.kpi import engine
 from feedback.kpi.sentiment import SentimentScorer, load_scorer
 from feedback.kpi.tables import KPI_TABLE_SCHEMAS
-from feedback.lake.catalog import ensure_table, load_table_if_exists, table_identifier
+from feedback.lake.catalog import MANIFEST_MERGE, ensure_table, load_table_if_exists, table_identifier, with_manifest_merge
 from feedback.lake.tables import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,9 @@ class KpiMaintainer:
     def _kpi_table(self, name: str) -> Table:
         table = load_table_if_exists(self.catalog, self.lake, name)
         if table is not None:
-            return table
-        table = self.catalog.create_table_if_not_exists(table_identifier(self.lake, name), schema=KPI_TABLE_SCHEMAS[name])
+            return with_manifest_merge(table)
+        table = self.catalog.create_table_if_not_exists(table_identifier(self.lake, name), schema=KPI_TABLE_SCHEMAS[name],
+                                                        properties=MANIFEST_MERGE)
         if table.spec().is_unpartitioned():
             with table.update_spec() as update:
                 update.add_identity("window_day")
