@@ -99,3 +99,25 @@ def test_broker_restart_while_sending_loses_nothing(stack):
     ids = lake_event_ids(stack)
     assert len(ids) == n and set(ids) == {f"restart-{i}" for i in range(n)}
     assert 0 < delivered_before_stop < n  # the broker really went away mid-stream
+
+
+def test_events_lost_by_a_broker_restart_are_redelivered(stack):
+    """Deterministic: 200 events are acknowledged while no consumer runs, the memory-only broker
+    restarts (they are gone), the next send sees the partition offsets go backwards, and the SDK
+    re-sends its recent window, so the lake still gets all 201."""
+    client = stack.client(retry_interval_s=0.2)
+    for i in range(200):
+        client.log_feedback(conversation_id="c-same", kind="thumb", thumb="up", event_id=f"lost-{i}")
+    assert client.flush(30) and client.stats()["delivered"] == 200
+    stack.broker.stop()
+    stack.start_broker()
+    client.log_feedback(conversation_id="c-same", kind="thumb", thumb="down", event_id="after-restart")
+    assert client.flush(30)
+    assert wait_for(lambda: client.stats()["redelivered"] >= 200, 30), client.stats()
+    consumer, thread = stack.consumer_thread()
+    assert wait_for(lambda: len(set(lake_event_ids(stack))) == 201, 60)
+    consumer.stop()
+    thread.join(30)
+    client.close()
+    ids = lake_event_ids(stack)
+    assert len(ids) == 201 and set(ids) == {f"lost-{i}" for i in range(200)} | {"after-restart"}
