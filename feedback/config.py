@@ -169,7 +169,7 @@ class KpiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_KPI_")
     min_observations: int = 30
-    refresh_interval_s: float = 0.5
+    refresh_interval_s: float = 0.25
     allowed_lateness_s: float = 0.0
     rating_criteria: list[str] = Field(default_factory=lambda: ["overall", "quality"])
     positive_rating_threshold: float = 0.75
