@@ -1,9 +1,5 @@
-"""DuckDB over the lake for the KPI layer: source views, parameters, and the versioned SQL.
-
-The lake tables are read with DuckDB's iceberg extension (``iceberg_scan`` of the table's current
-metadata file, so one query sees one snapshot). The extension ships offline in the
-``duckdb-extension-iceberg``/``-avro`` wheels.
-"""
+"""DuckDB for the KPI layer: source views, parameters, and the versioned SQL (lake access itself
+is :mod:`feedback.lake.duck`)."""
 
 from __future__ import annotations
 
@@ -19,6 +15,7 @@ from pyiceberg.table import Table
 from feedback.config import KpiSettings
 from feedback.kpi.sentiment import NEGATIVE_THRESHOLD, SentimentScorer
 from feedback.kpi.tables import select_as_schema
+from feedback.lake import duck
 from feedback.lake.tables import TABLE_SCHEMAS
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -36,53 +33,24 @@ def sql_version(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-_EXTENSIONS_IMPORTED = False
-
-
 def connect(settings: KpiSettings | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the iceberg extension loaded, the session time zone UTC, and
-    ``memory_limit``/``threads`` from the KPI settings (beyond the limit DuckDB spills to disk, so
-    a rebuild's memory does not grow with the lake)."""
-    global _EXTENSIONS_IMPORTED
-    if not _EXTENSIONS_IMPORTED:
-        from duckdb_extensions import import_extension
-
-        import_extension("avro")
-        import_extension("iceberg")
-        _EXTENSIONS_IMPORTED = True
+    """A lake connection (:func:`feedback.lake.duck.connect`) with the KPI settings' DuckDB
+    ``memory_limit`` and ``threads`` (beyond the limit DuckDB spills, so a rebuild's memory is bounded)."""
     settings = settings or KpiSettings()
-    con = duckdb.connect()
-    con.execute("LOAD iceberg; SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'; SET threads = {int(settings.duckdb_threads)}")
-    return con
-
-
-def local_path(uri: str) -> str:
-    """A file path DuckDB can open from an Iceberg ``file://`` URI (other schemes pass through)."""
-    return uri.removeprefix("file://")
-
-
-def _empty_view(con: duckdb.DuckDBPyConnection, view: str, schema: pa.Schema) -> None:
-    # Always a real view (over a registered empty Arrow table): a connection that is reused must
-    # not end up with a registered object shadowing a later CREATE OR REPLACE VIEW of that name.
-    con.register(f"_empty_{view}", schema.empty_table())
-    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM _empty_{view}")
+    return duck.connect(settings.duckdb_memory_limit, settings.duckdb_threads)
 
 
 def register_source(con: duckdb.DuckDBPyConnection, view: str, table: Table | None, schema: pa.Schema) -> None:
-    """Expose a lake table's current snapshot as view ``view`` (an empty one if it has no data)."""
-    if table is None or table.current_snapshot() is None:
-        _empty_view(con, view, schema)
-        return
-    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM iceberg_scan('{local_path(table.metadata_location)}')")
+    """Expose a lake table's current snapshot as view ``view`` (see :func:`feedback.lake.duck.register_table`)."""
+    duck.register_table(con, view, table, schema)
 
 
 def register_files(con: duckdb.DuckDBPyConnection, view: str, files: list[str], lake_name: str) -> None:
     """Expose the given Parquet data files of a lake table as view ``view``."""
     if not files:
-        _empty_view(con, view, TABLE_SCHEMAS[lake_name])
+        duck.empty_view(con, view, TABLE_SCHEMAS[lake_name])
         return
-    paths = ", ".join(f"'{local_path(f)}'" for f in files)
+    paths = ", ".join(f"'{duck.local_path(f)}'" for f in files)
     con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet([{paths}])")
 
 
