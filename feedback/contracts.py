@@ -67,9 +67,12 @@ def utc_iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@lru_cache(maxsize=4096)
 def parse_occurred_at(text: str) -> datetime:
     """Parse an RFC 3339 timestamp with offset into an aware UTC datetime.
 
+    Cached (datetimes are immutable): ingestion parses each event's time when validating and again
+    when building its row, and the second parse is then a lookup.
     Raises ContractError(``schema_invalid``) when it has no offset or is not a real time.
     """
     try:
