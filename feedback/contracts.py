@@ -21,7 +21,6 @@ import orjson
 from feedback.config import MAX_EVENT_BYTES
 from feedback.errors import ContractError
 
-EVENT_TYPES = ("interaction", "feedback", "metric")
 SCHEMA_VERSION = "1.0"
 KNOWN_MAJOR_VERSIONS = ("1",)
 _ID_NAMESPACE = uuid.UUID("5b0c2f4e-3a51-4f0e-9d6e-6b2f8f6a9e11")

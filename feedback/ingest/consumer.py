@@ -16,9 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-import orjson
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -34,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IngestStats:
-    """Running totals of one consumer process; written to ``<home>/ingest/status.json``."""
+    """Running totals of one consumer process (returned by ``run()``)."""
 
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     batches: int = 0
@@ -68,12 +66,10 @@ class IngestConsumer:
         self.kafka = kafka or KafkaSettings()
         self.settings = ingest or IngestSettings()
         self.lake = lake or LakeSettings()
-        self.home = (home or HomeSettings()).home
         self.writer = LakeWriter(open_catalog(self.lake, home), self.lake)
         self.topic_types = {self.kafka.topic(t): t for t in ("interaction", "feedback", "metric")}
         self.stats = IngestStats()
         self._stop = threading.Event()
-        self.status_path = self.home / "ingest" / f"{self.settings.group_id}.status.json"
 
     def stop(self) -> None:
         self._stop.set()
@@ -102,7 +98,6 @@ class IngestConsumer:
         finally:
             consumer.close(autocommit=False)
             dlq.close(timeout=5)
-            self._write_status()
         return self.stats
 
     def _collect(self, consumer) -> list:
@@ -149,8 +144,6 @@ class IngestConsumer:
             st.duplicates[name] = st.duplicates.get(name, 0) + n
         for code, n in batch.reasons.items():
             st.quarantined[code] = st.quarantined.get(code, 0) + n
-        if st.batches % 10 == 1:
-            self._write_status()
 
     def _dead_letter(self, dlq, batch: Batch) -> None:
         """Send each rejected record to ``<prefix>.dlq`` with its reason in headers; the value is the
@@ -170,22 +163,8 @@ class IngestConsumer:
             dlq.send(topic, raw[:limit], headers=headers)
         dlq.flush(timeout=30)
 
-    def _write_status(self) -> None:
-        self.status_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(self.stats.__dict__, option=orjson.OPT_INDENT_2))
-        tmp.replace(self.status_path)
-
 
 def install_signal_handlers(consumer: IngestConsumer) -> None:
     """Make SIGTERM/SIGINT finish the current batch and exit cleanly."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())
-
-
-def read_status(path: Path) -> dict:
-    """The last status a consumer wrote (empty dict if none)."""
-    try:
-        return orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}

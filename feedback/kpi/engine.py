@@ -10,7 +10,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from pyiceberg.table import Table
 
 from feedback.config import KpiSettings
 from feedback.kpi.sentiment import NEGATIVE_THRESHOLD, SentimentScorer
@@ -38,11 +37,6 @@ def connect(settings: KpiSettings | None = None) -> duckdb.DuckDBPyConnection:
     ``memory_limit`` and ``threads`` (beyond the limit DuckDB spills, so a rebuild's memory is bounded)."""
     settings = settings or KpiSettings()
     return duck.connect(settings.duckdb_memory_limit, settings.duckdb_threads)
-
-
-def register_source(con: duckdb.DuckDBPyConnection, view: str, table: Table | None, schema: pa.Schema) -> None:
-    """Expose a lake table's current snapshot as view ``view`` (see :func:`feedback.lake.duck.register_table`)."""
-    duck.register_table(con, view, table, schema)
 
 
 def register_files(con: duckdb.DuckDBPyConnection, view: str, files: list[str], lake_name: str) -> None:

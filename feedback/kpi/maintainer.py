@@ -31,6 +31,7 @@ from feedback.kpi import engine
 from feedback.kpi.sentiment import SentimentScorer, load_scorer
 from feedback.kpi.tables import KPI_TABLE_SCHEMAS
 from feedback.lake.catalog import MANIFEST_MERGE, ensure_table, load_table_if_exists, table_identifier, with_manifest_merge
+from feedback.lake import duck
 from feedback.lake.tables import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class KpiMaintainer:
         sources = {name: ensure_table(self.catalog, self.lake, name) for name in SOURCES}
         con = self._con
         for s in SOURCES:
-            engine.register_source(con, s, sources[s], TABLE_SCHEMAS[s])
+            duck.register_table(con, s, sources[s], TABLE_SCHEMAS[s])
         engine.register_parameters(con, self.settings)
         days_cache: dict[str, list[date]] = {}
         for name in KPI_TABLE_SCHEMAS:

@@ -18,6 +18,7 @@ from feedback.config import KpiSettings, LakeSettings
 from feedback.errors import FlywheelError
 from feedback.kpi import engine, stats
 from feedback.kpi.definitions import KPIS, KpiDefinition
+from feedback.lake import duck
 from feedback.lake.catalog import load_table_if_exists
 
 GRAINS = ("hour", "day", "total")
@@ -75,7 +76,7 @@ def kpi_connection(catalog: Catalog, lake: LakeSettings | None = None) -> duckdb
 
     for name in ("kpi_interactions", "kpi_feedback", "interactions"):
         schema = KPI_TABLE_SCHEMAS.get(name) or TABLE_SCHEMAS[name]
-        engine.register_source(con, name, load_table_if_exists(catalog, lake, name), schema)
+        duck.register_table(con, name, load_table_if_exists(catalog, lake, name), schema)
     return con
 
 
@@ -165,19 +166,21 @@ def compare(con: duckdb.DuckDBPyConnection, name: str, dimension: str, a: str, b
     ``difference`` = b − a. Proportions: Newcombe hybrid score interval and pooled two-proportion
     z-test; means: Welch's t-test (see :mod:`feedback.kpi.stats`). Other kinds: the difference only.
     """
-    kpi, flt = definition(name), flt or KpiFilter()
+    kpi, flt, settings = definition(name), flt or KpiFilter(), settings or KpiSettings()
     _check_dims(kpi, [dimension])
-    sides = []
-    raw = []
+    sides, raw = [], []
     for value in (a, b):
         side_filter = KpiFilter(flt.start, flt.end, {**flt.dims, dimension: value})
-        rows = query(con, name, "total", [], side_filter, settings)
-        sides.append(rows[0] if rows else KpiRow(None, {}, None, None, None, 0, True))
-        where, params = _where(kpi, "total", side_filter)
-        if kpi.kind in ("proportion", "mean"):
-            raw.append(con.execute(f"SELECT {', '.join(kpi.exprs)} FROM {kpi.table}{where}", params).fetchone())
-    for side, value in zip(sides, (a, b)):
-        side.group = {dimension: value}
+        if kpi.kind in ("proportion", "mean"):  # one query gives both the side's row and its sums
+            where, params = _where(kpi, "total", side_filter)
+            sums = con.execute(f"SELECT {', '.join(kpi.exprs)} FROM {kpi.table}{where}", params).fetchone()
+            raw.append(sums)
+            sides.append(_row(kpi, None, {dimension: value}, sums, settings.min_observations))
+        else:
+            rows = query(con, name, "total", [], side_filter, settings)
+            side = rows[0] if rows else KpiRow(None, {}, None, None, None, 0, True)
+            side.group = {dimension: value}
+            sides.append(side)
     if kpi.kind == "proportion":
         (s1, n1), (s2, n2) = [(int(r[0] or 0), int(r[1] or 0)) for r in raw]
         c = stats.compare_proportions(s2, n2, s1, n1)

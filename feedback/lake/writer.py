@@ -38,7 +38,6 @@ class WriteResult:
 
     appended: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
-    snapshot_ids: dict[str, int] = field(default_factory=dict)
 
 
 class LakeWriter:
@@ -82,8 +81,6 @@ class LakeWriter:
                 try:
                     table = self.tables[name]
                     table.append(pa.Table.from_pylist(fresh, schema=TABLE_SCHEMAS[name]), snapshot_properties=props)
-                    snapshot = table.current_snapshot()
-                    result.snapshot_ids[name] = snapshot.snapshot_id if snapshot else -1
                     break
                 except CommitFailedException:
                     log.warning("commit conflict on %s (attempt %d); reloading keys", name, attempt + 1)
