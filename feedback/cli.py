@@ -5,6 +5,7 @@
     flywheel replay SOURCE...             send real data sets through Kafka
     flywheel lake report                  what landed, quarantine, first KPIs
     flywheel kpi list|show|compare|rebuild|refresh|follow|status
+    flywheel dashboard                    the Streamlit dashboard on the lake and KPI tables
     flywheel demo                         all of the above on the real data, one command
 """
 
@@ -135,9 +136,26 @@ def lake_report() -> None:
     typer.echo(format_report(build_report(lake_connection(open_catalog()))))
 
 
+@app.command("dashboard")
+def dashboard_cmd(
+    port: Optional[int] = typer.Option(None, help="Port (FLYWHEEL_DASHBOARD_PORT, default 8501)."),
+    host: Optional[str] = typer.Option(None, help="Address to bind (FLYWHEEL_DASHBOARD_HOST, default 127.0.0.1)."),
+) -> None:
+    """Serve the dashboard (Streamlit) on the lake and the KPI tables until Ctrl-C."""
+    from dashboards.config import DashboardSettings
+    from dashboards.server import command, url
+
+    overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    settings = DashboardSettings(**overrides)
+    typer.echo(f"dashboard: {url(settings)}")
+    args = command(settings)
+    os.execv(args[0], args)
+
+
 @app.command("demo")
 def demo_cmd(
-    keep_running: bool = typer.Option(False, help="Leave the broker and consumer running afterwards."),
+    keep_running: bool = typer.Option(False, help="Leave the broker, consumer and dashboard running afterwards."),
+    serve: bool = typer.Option(True, help="Serve the dashboard on the live pipeline until Ctrl-C (--no-serve: exit)."),
     sources: list[str] = typer.Option(ALL_SOURCES, "--source", help="Data sets to replay."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder with the data sets (default ../shared/data)."),
 ) -> None:
@@ -145,7 +163,7 @@ def demo_cmd(
     from feedback.demo import run_demo
 
     try:
-        run_demo(sources, data_dir, keep_running=keep_running, echo=typer.echo)
+        run_demo(sources, data_dir, keep_running=keep_running, serve=serve, echo=typer.echo)
     except FlywheelError as exc:
         _fail(exc)
 

@@ -1,4 +1,5 @@
-"""The main job (``flywheel demo``): broker → consumer → replay of the real data → lake → report."""
+"""The main job (``flywheel demo``): broker → consumer → replay of the real data → lake → KPIs →
+dashboard (served on the live pipeline until Ctrl-C, unless ``serve`` is off)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
             proc.wait()
 
 
-def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, echo: Callable[[str], None]) -> None:
+def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, echo: Callable[[str], None],
+             serve: bool = False) -> None:
     """Run the main job end to end and print what landed (see module doc)."""
     from feedback.cli import kafka_settings
 
@@ -65,6 +67,7 @@ def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, e
     echo(f"broker: Tansu on {status.bootstrap_servers} (pid {status.pid}); lake: {home}")
     consumer = start_child(home, ["ingest"], "ingest.log")
     follower = start_child(home, ["kpi", "follow"], "kpi.log")
+    dashboard = None
     try:
         data_dir = data_dir or default_data_dir()
         echo(f"replaying {', '.join(sources)} from {data_dir} ...")
@@ -81,14 +84,46 @@ def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, e
         echo(format_report(build_report(lake_connection(catalog))))
         echo("\nKPIs per model (flywheel kpi show|compare for more)\n")
         echo(kpi_summary(catalog))
+        if serve or keep_running:
+            dashboard = serve_dashboard(home, echo)
+        if serve:
+            echo("serving the dashboard on the live pipeline; Ctrl-C stops everything")
+            wait_for_interrupt(dashboard)
     finally:
         if not keep_running:
+            if dashboard is not None:
+                stop_process(dashboard)
             stop_process(follower)
             stop_process(consumer)
             broker.stop()
             echo("\nbroker, consumer and KPI follower stopped; the lake stays in " + str(home))
         else:
-            echo(f"\nconsumer (pid {consumer.pid}), KPI follower (pid {follower.pid}) and broker keep running")
+            echo(f"\nconsumer (pid {consumer.pid}), KPI follower (pid {follower.pid}), dashboard "
+                 f"(pid {dashboard.pid if dashboard else '-'}) and broker keep running")
+
+
+def serve_dashboard(home: Path, echo: Callable[[str], None]) -> subprocess.Popen:
+    """Start ``flywheel dashboard`` as a child process, wait until it answers, print its URL."""
+    from dashboards.server import url, wait_ready
+
+    proc = start_child(home, ["dashboard"], "dashboard.log")
+    address = url()
+    waited = wait_ready(address, timeout_s=120)
+    echo(f"\ndashboard: {address}  (ready in {waited:.1f}s; log {home / 'logs' / 'dashboard.log'})")
+    return proc
+
+
+def wait_for_interrupt(proc: subprocess.Popen) -> None:
+    """Block until Ctrl-C/SIGTERM or until ``proc`` exits."""
+    stop = {"now": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"] and proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def wait_for_kpis(catalog, timeout_s: float) -> None:

@@ -73,13 +73,15 @@ def _file_events(path: Path, domain: str, split: str, project: str, replay_time:
             "metadata": {"passage_id": passage.get("passage_id"), "uri": passage.get("uri"),
                          "event_time_source": "replay", "token_counter": TOKEN_COUNTER},
         }, index, "interaction")
-        base = {"conversation_id": conversation_id, "message_id": message_id, "source": "annotator",
-                "author_id": None}
+        base = {"conversation_id": conversation_id, "message_id": message_id, "source": "annotator"}
         feedback = item.get("feedback") or []
         for i, label in enumerate(item.get("rating") or []):
             if label not in RATING_VALUES:
                 raise ReplayError(f"feedbackqa {path} item {index}: unknown rating {label!r}")
             metadata = {"rater_index": i, "event_time_source": "replay"}
+            # The source pairs rating[i] with feedback[i] (one rater); raters are anonymous, so the
+            # author is that position within this item, never the same id across items.
+            base["author_id"] = f"{conversation_id}:rater{i}"
             rating = {"value": RATING_VALUES[label], "scale_min": 1, "scale_max": 4, "name": "overall", "label": label}
             yield event("feedback", {**base, "kind": "rating", "rating": rating, "metadata": metadata},
                         index, "rating", i)
