@@ -26,7 +26,7 @@ st.set_page_config(page_title="Flywheel", page_icon=":material/cycle:", layout="
 settings = DashboardSettings()
 lake = shared_lake()
 version = lake.sync()
-pages = {key: st.Page(Path(__file__).parent / "pages" / f"{key}.py", title=title, icon=icon, url_path=key,
+pages = {key: st.Page(Path(__file__).parent / "views" / f"{key}.py", title=title, icon=icon, url_path=key,
                       default=key == "overview") for key, (title, icon) in PAGES.items()}
 current = st.navigation(list(pages.values()))
 filters = sidebar_filters(lake, version, settings)

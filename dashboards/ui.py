@@ -24,6 +24,12 @@ from feedback.kpi.definitions import KPIS
 from feedback.kpi.query import KpiRow
 
 CONTEXT_KEY = "flywheel_context"
+KPI_TITLES = {"interactions": "Answers", "feedback_coverage": "Feedback coverage", "positive_rate": "Positively rated",
+              "thumbs_up_rate": "Thumbs-up rate", "mean_rating": "Mean rating (0–1)", "win_rate": "Preference win rate",
+              "negative_comment_share": "Negative comments", "thumb_coverage": "Answers with a thumb",
+              "rating_coverage": "Answers with a rating", "comment_coverage": "Answers with a comment",
+              "preference_coverage": "Answers in a preference", "correction_coverage": "Answers corrected"}
+"""Short titles of the KPIs the pages show as tiles or menu entries."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import charts, queries
-from dashboards.ui import cached, fmt_delta, fmt_interval, fmt_value, link_params, page_context
+from dashboards.ui import KPI_TITLES as TITLES, cached, fmt_delta, fmt_interval, fmt_value, link_params, page_context
 from feedback.kpi.definitions import KPIS
 
 TILES = ["interactions", "feedback_coverage", "positive_rate", "thumbs_up_rate", "mean_rating",
@@ -13,12 +13,6 @@ TILES = ["interactions", "feedback_coverage", "positive_rate", "thumbs_up_rate",
 # Win rate is not a tile: over all models every win is another's loss (always 50 %). It is compared
 # per model on the Models & prompts page and in the drill-down below.
 LOWER_IS_BETTER = {"negative_comment_share"}
-TITLES = {"interactions": "Answers", "feedback_coverage": "Feedback coverage", "positive_rate": "Positively rated",
-          "thumbs_up_rate": "Thumbs-up rate", "mean_rating": "Mean rating (0–1)", "win_rate": "Preference win rate",
-          "negative_comment_share": "Negative comments", "thumb_coverage": "Answers with a thumb",
-          "rating_coverage": "Answers with a rating", "win_rate": "Preference win rate",
-          "comment_coverage": "Answers with a comment", "preference_coverage": "Answers in a preference",
-          "correction_coverage": "Answers corrected"}
 
 ctx = page_context()
 f = ctx.filters
