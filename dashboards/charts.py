@@ -7,6 +7,8 @@ import altair as alt
 import pandas as pd
 
 PERCENT_UNITS = ("share",)
+UNIT_INTERVAL = ("share", "0-1 score")
+"""Units bounded to [0, 1]: their axis is fixed (and intervals clamped) to that range."""
 
 
 def _fmt(unit: str) -> str:
@@ -25,11 +27,12 @@ def trend(frame: pd.DataFrame, title: str, unit: str, color: str | None = None) 
                alt.Tooltip("ci_high:Q", format=fmt, title="95% high"), alt.Tooltip("n:Q", title="n")]
     if color:
         tooltip.insert(1, alt.Tooltip(f"{color}:N"))
-    line = base.mark_line(point=True).encode(y=alt.Y("value:Q", title=unit, axis=alt.Axis(format=fmt)),
+    scale = alt.Scale(domain=[0, 1], clamp=True) if unit in UNIT_INTERVAL else alt.Undefined
+    line = base.mark_line(point=True).encode(y=alt.Y("value:Q", title=unit, axis=alt.Axis(format=fmt), scale=scale),
                                              color=color_enc, tooltip=tooltip)
     layers = [line]
     if frame["ci_low"].notna().any():
-        layers.insert(0, base.mark_area(opacity=0.2).encode(y="ci_low:Q", y2="ci_high:Q", color=color_enc))
+        layers.insert(0, base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", scale=scale), y2="ci_high:Q", color=color_enc))
     return alt.layer(*layers).properties(title=title, height=240)
 
 

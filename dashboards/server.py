@@ -19,7 +19,8 @@ def command(settings: DashboardSettings | None = None) -> list[str]:
     settings = settings or DashboardSettings()
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", settings.host,
             "--server.port", str(settings.port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "viewer"]
 
 
 def url(settings: DashboardSettings | None = None) -> str:
