@@ -1,7 +1,8 @@
 """The dashboard's one read path: a DuckDB connection with a view per lake and KPI table.
 
-Views are ``iceberg_scan`` of each table's current metadata file (:mod:`feedback.lake.duck`), so a
-query sees one snapshot per table. :meth:`DashboardLake.sync` re-reads the catalog at most every
+Views are ``iceberg_scan`` of each lake table's current metadata file (:mod:`feedback.lake.duck`),
+so a query sees one snapshot per table; the KPI tables (small: one row per window and group) are
+copied into memory at each new snapshot, which spares every KPI query opening their files. :meth:`DashboardLake.sync` re-reads the catalog at most every
 ``sync_min_interval_s`` and re-points the views whose table has a new snapshot; the returned
 :class:`LakeVersion` (snapshot ids) keys every cached page query, so a cached answer lives exactly
 as long as the snapshots it was computed from. Queries run on their own DuckDB cursor, so the
@@ -86,6 +87,10 @@ class DashboardLake:
                     if location is None:
                         self._materialize(f"_empty_{name}", SCHEMAS[name].empty_table())
                         self._con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _empty_{name}")
+                    elif name in KPI_TABLES:  # small: a copy in memory spares every KPI query the file opens
+                        self._con.execute(f"CREATE OR REPLACE TABLE _mem_{name} AS SELECT * FROM "
+                                          f"iceberg_scan('{duck.local_path(location)}')")
+                        self._con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _mem_{name}")
                     else:
                         duck.register_table(self._con, name, table, SCHEMAS[name])
                     self._locations[name] = location

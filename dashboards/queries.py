@@ -138,10 +138,12 @@ def rating_distribution(lake: DashboardLake, f: GlobalFilters) -> pd.DataFrame:
     """Ratings of the satisfaction criteria (KPI settings) per scale and value, attributed to their
     answers. Columns: ``scale`` (e.g. ``1–4``), ``value``, ``label``, ``ratings``."""
     where, params = answer_where(f, time_expr="coalesce(i.occurred_at, fb.occurred_at)")
+    # unfiltered, the answer is not needed: skip the join
+    join = "LEFT JOIN interactions i ON i.message_id = fb.message_id" if params else ""
     return lake.df(f"""
         SELECT printf('%g–%g', fb.rating_scale_min, fb.rating_scale_max) AS scale, fb.rating_value AS value,
                coalesce(any_value(fb.rating_label), printf('%g', any_value(fb.rating_value))) AS label, count(*) AS ratings
-        FROM feedback fb LEFT JOIN interactions i ON i.message_id = fb.message_id
+        FROM feedback fb {join}
         WHERE fb.kind = 'rating' AND fb.rating_name IN (SELECT name FROM rating_criteria) AND {where}
         GROUP BY ALL ORDER BY scale, value""", params)
 
@@ -270,18 +272,25 @@ def answers(lake: DashboardLake, f: GlobalFilters, settings: KpiSettings, signal
     condition = SIGNALS[signal][1]
     cond_params = [settings.positive_rating_threshold] if "?" in condition else []
     day_clause = ""
-    if day:
-        day_clause = " AND date_trunc('day', i.occurred_at) = CAST(? AS DATE)"
-        params = params + [day]
+    if day:  # a range on occurred_at, so the scan can prune day partitions
+        day_clause = " AND i.occurred_at >= CAST(? AS DATE) AND i.occurred_at < CAST(? AS DATE) + INTERVAL 1 DAY"
+        params = params + [day, day]
+    # Narrow rows first (prompt and response only for the page). With no condition on feedback,
+    # the page is cut before the feedback summaries, which are then computed for its rows alone.
+    top_first = signal == "all"
+    scope = "page" if top_first else "sel"
     sql = f"""
-        WITH sel AS (SELECT * FROM interactions i WHERE {where}{day_clause}),
+        WITH sel AS (
+            SELECT i.occurred_at, i.conversation_id, i.message_id, i.app, i.model, i.prompt_version
+            FROM interactions i WHERE {where}{day_clause}
+        ),{" page AS (SELECT * FROM sel ORDER BY occurred_at DESC, message_id LIMIT ?)," if top_first else ""}
         fb AS (
             SELECT f.message_id, count(*) AS events,
                    count(*) FILTER (WHERE thumb = 'up') AS thumbs_up, count(*) FILTER (WHERE thumb = 'down') AS thumbs_down,
                    count(*) FILTER (WHERE kind = 'rating' AND rating_name IN (SELECT name FROM rating_criteria)) AS ratings,
                    avg(rating_normalized) FILTER (WHERE kind = 'rating' AND rating_name IN (SELECT name FROM rating_criteria)) AS rating_mean,
                    count(*) FILTER (WHERE kind = 'comment') AS comments, count(*) FILTER (WHERE kind = 'correction') AS corrections
-            FROM feedback f SEMI JOIN sel ON sel.message_id = f.message_id
+            FROM feedback f SEMI JOIN {scope} s ON s.message_id = f.message_id
             WHERE f.kind <> 'preference' GROUP BY f.message_id
         ), p AS (
             SELECT message_id, count(*) AS pairs, count(*) FILTER (WHERE NOT tie AND side = 'chosen') AS wins,
@@ -290,18 +299,21 @@ def answers(lake: DashboardLake, f: GlobalFilters, settings: KpiSettings, signal
                   FROM feedback WHERE kind = 'preference'
                   UNION ALL
                   SELECT rejected_message_id, coalesce(preference_tie, false), 'rejected' FROM feedback WHERE kind = 'preference') x
-            SEMI JOIN sel ON sel.message_id = x.message_id GROUP BY message_id
+            SEMI JOIN {scope} s ON s.message_id = x.message_id GROUP BY message_id
         ), m AS (
-            SELECT i.occurred_at, i.conversation_id, i.message_id, i.app, i.model, i.prompt_version,
-                   (list_filter(i.prompt, x -> x.role = 'user')[-1]).content AS question, i.response,
-                   coalesce(fb.thumbs_up, 0) AS thumbs_up, coalesce(fb.thumbs_down, 0) AS thumbs_down,
+            SELECT i.*, coalesce(fb.thumbs_up, 0) AS thumbs_up, coalesce(fb.thumbs_down, 0) AS thumbs_down,
                    fb.rating_mean, coalesce(fb.comments, 0) AS comments, coalesce(fb.corrections, 0) AS corrections,
                    coalesce(p.wins, 0) AS wins, coalesce(p.losses, 0) AS losses
-            FROM sel i LEFT JOIN fb ON fb.message_id = i.message_id LEFT JOIN p ON p.message_id = i.message_id
+            FROM {scope} i LEFT JOIN fb ON fb.message_id = i.message_id LEFT JOIN p ON p.message_id = i.message_id
             WHERE {condition}
-        )
-        SELECT *, count(*) OVER () AS matching FROM m ORDER BY occurred_at DESC, message_id LIMIT ?"""
-    frame = lake.df(sql, params + cond_params + [limit])
+        ), top AS (SELECT * FROM m ORDER BY occurred_at DESC, message_id LIMIT ?)
+        SELECT top.occurred_at, top.conversation_id, top.message_id, top.app, top.model, top.prompt_version,
+               (list_filter(t.prompt, x -> x.role = 'user')[-1]).content AS question, t.response,
+               top.thumbs_up, top.thumbs_down, top.rating_mean, top.comments, top.corrections, top.wins, top.losses,
+               (SELECT count(*) FROM {"sel" if top_first else "m"}) AS matching
+        FROM top JOIN interactions t ON t.message_id = top.message_id AND t.occurred_at = top.occurred_at
+        ORDER BY top.occurred_at DESC, top.message_id"""
+    frame = lake.df(sql, params + ([limit] if top_first else []) + cond_params + [limit])
     total = int(frame["matching"].iloc[0]) if len(frame) else 0
     return frame.drop(columns="matching"), total
 
@@ -322,15 +334,20 @@ def transcript(lake: DashboardLake, conversation_id: str) -> Transcript:
         SELECT occurred_at, message_id, parent_id, model, prompt_version, app, user_id, prompt, response,
                tokens_in, tokens_out, latency_ms, cost_usd, status, source
         FROM interactions WHERE conversation_id = ? ORDER BY occurred_at, message_id""", [conversation_id])
-    ids = interactions["message_id"].tolist() or [""]
+    ids = interactions["message_id"].tolist()
+    # Step 1 finds the feedback events with narrow columns in one scan (list_contains, not IN-subquery
+    # joins); step 2 reads their full rows, bounded by their event times so partitions are pruned.
+    keys = lake.df("""
+        SELECT event_id, occurred_at FROM feedback
+        WHERE conversation_id = ? OR list_contains(?, message_id) OR list_contains(?, chosen_message_id)
+              OR list_contains(?, rejected_message_id)""", [conversation_id, ids, ids, ids])
+    bounds = [keys["occurred_at"].min(), keys["occurred_at"].max()] if len(keys) else [None, None]
     feedback = lake.df("""
         SELECT occurred_at, kind, feedback_source, author_id, message_id, thumb, rating_value, rating_scale_min,
                rating_scale_max, rating_name, rating_label, category, comment, correction, chosen_message_id,
                rejected_message_id, preference_strength, preference_tie
-        FROM feedback
-        WHERE conversation_id = ? OR message_id IN (SELECT unnest(?)) OR chosen_message_id IN (SELECT unnest(?))
-              OR rejected_message_id IN (SELECT unnest(?))
-        ORDER BY occurred_at, kind""", [conversation_id, ids, ids, ids])
+        FROM feedback WHERE occurred_at >= ? AND occurred_at <= ? AND list_contains(?, event_id)
+        ORDER BY occurred_at, kind, event_id""", bounds + [keys["event_id"].tolist()])
     return Transcript(conversation_id, interactions, feedback)
 
 
@@ -383,15 +400,19 @@ def quarantine_by_reason(lake: DashboardLake, example_bytes: int = 300) -> pd.Da
 def ingestion_rate(lake: DashboardLake, minutes: int = 60) -> pd.DataFrame:
     """Events landed per minute (by ``ingested_at``) over the last ``minutes`` of ingestion (ending
     at the latest ``ingested_at``). Columns: ``minute``, ``table``, ``events``."""
+    latest = lake.df("""SELECT greatest((SELECT max(ingested_at) FROM interactions), (SELECT max(ingested_at) FROM feedback),
+                                        (SELECT max(ingested_at) FROM metrics)) AS t""")["t"].iloc[0]
+    if pd.isna(latest):
+        return pd.DataFrame(columns=["minute", "table", "events"])
+    since = latest - pd.Timedelta(minutes=minutes)
     return lake.df("""
         WITH e AS (
-            SELECT 'interactions' AS "table", ingested_at FROM interactions
-            UNION ALL SELECT 'feedback', ingested_at FROM feedback
-            UNION ALL SELECT 'metrics', ingested_at FROM metrics
-        ), latest AS (SELECT max(ingested_at) AS t FROM e)
+            SELECT 'interactions' AS "table", ingested_at FROM interactions WHERE ingested_at > ?
+            UNION ALL SELECT 'feedback', ingested_at FROM feedback WHERE ingested_at > ?
+            UNION ALL SELECT 'metrics', ingested_at FROM metrics WHERE ingested_at > ?
+        )
         SELECT date_trunc('minute', ingested_at) AS minute, "table", count(*) AS events
-        FROM e, latest WHERE ingested_at > latest.t - to_minutes(CAST(? AS BIGINT))
-        GROUP BY ALL ORDER BY minute, "table" """, [minutes])
+        FROM e GROUP BY ALL ORDER BY minute, "table" """, [since] * 3)
 
 
 def known_kpis() -> list[str]:
