@@ -47,7 +47,8 @@ class LakeVersion:
 
 @dataclass(frozen=True)
 class TableState:
-    """What the freshness banner shows of one table: rows are not counted here (that is a query)."""
+    """One table as of the last sync: current snapshot, its commit time (UTC) and, for a KPI table,
+    the maintainer's stored state (watermark, refreshed_at, source snapshots, SQL version)."""
 
     name: str
     snapshot_id: int | None

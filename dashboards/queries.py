@@ -22,7 +22,6 @@ from dashboards.filters import DIMENSIONS, GlobalFilters
 from dashboards.lake import DashboardLake
 from feedback.config import KpiSettings
 from feedback.kpi import query as kpi_query
-from feedback.kpi.definitions import KPIS
 from feedback.kpi.query import KpiComparison, KpiRow
 
 # --- KPIs (through the KPI layer) -------------------------------------------------------------
@@ -413,8 +412,3 @@ def ingestion_rate(lake: DashboardLake, minutes: int = 60) -> pd.DataFrame:
         )
         SELECT date_trunc('minute', ingested_at) AS minute, "table", count(*) AS events
         FROM e GROUP BY ALL ORDER BY minute, "table" """, [since] * 3)
-
-
-def known_kpis() -> list[str]:
-    """KPI names in definition order."""
-    return list(KPIS)

@@ -53,6 +53,14 @@ def shared_lake() -> DashboardLake:
     return DashboardLake(open_catalog(), LakeSettings(), KpiSettings(), settings.sync_min_interval_s)
 
 
+@st.cache_resource(show_spinner=False)
+def sentiment_scorer(spec: str | None):
+    """The comment sentiment scorer of the KPI settings (one per server process)."""
+    from feedback.kpi.sentiment import load_scorer
+
+    return load_scorer(spec)
+
+
 @st.cache_data(show_spinner=False, max_entries=512, ttl=timedelta(hours=1))
 def _memo(name: str, version: LakeVersion, filters_key: tuple, args: tuple, _call: Callable[[], Any]) -> Any:
     return _call()

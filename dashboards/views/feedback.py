@@ -4,8 +4,8 @@ filterable by the author's rating), and the terms that stand out in complaints."
 import streamlit as st
 
 from dashboards import charts, queries
-from dashboards.ui import cached, page_context
-from feedback.kpi.sentiment import NEGATIVE_THRESHOLD, load_scorer
+from dashboards.ui import cached, page_context, sentiment_scorer
+from feedback.kpi.sentiment import NEGATIVE_THRESHOLD
 
 ctx = page_context()
 f = ctx.filters
@@ -33,7 +33,7 @@ lo, hi = c2.slider("Author's rating of the answer (0–1)", 0.0, 1.0, (0.0, 1.0)
 unrated = c3.checkbox("Include unrated", value=True, key="comment_unrated")
 frame, total = cached(ctx, "comments", lambda: queries.comments(ctx.lake, f, search, lo, hi, unrated, ctx.settings.page_rows),
                       search, lo, hi, unrated, ctx.settings.page_rows)
-scorer = load_scorer(ctx.kpi.sentiment_scorer)
+scorer = sentiment_scorer(ctx.kpi.sentiment_scorer)
 frame.insert(0, "sentiment", scorer.score(frame["comment"].fillna("").tolist()) if len(frame) else [])
 st.caption(f"{total:,} comments match; the newest {len(frame):,} shown. Sentiment: {scorer.name} compound score "
            f"(−1 to 1; negative at or below {NEGATIVE_THRESHOLD}).")

@@ -6,6 +6,8 @@ import streamlit as st
 from dashboards import charts, queries
 from dashboards.health import consumer_lag
 from dashboards.ui import cached, page_context
+from feedback.cli import kafka_settings
+from feedback.config import IngestSettings
 from feedback.errors import FlywheelError
 
 ctx = page_context()
@@ -32,9 +34,6 @@ else:
     st.altair_chart(charts.rate(rate, "Events landed per minute"), key="chart_rate")
 
 st.subheader("Consumer lag")
-from feedback.cli import kafka_settings  # noqa: E402
-from feedback.config import IngestSettings  # noqa: E402
-
 try:
     lag = consumer_lag(kafka_settings(), IngestSettings().group_id, ctx.settings.lag_timeout_s)
     st.dataframe([{"partition": k, "lag": v} for k, v in sorted(lag.items())], hide_index=True, key="lag_table")
