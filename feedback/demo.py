@@ -62,6 +62,7 @@ def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, e
 
     home = HomeSettings().home
     kafka = kafka_settings()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
     broker = EmbeddedBroker()
     status = broker.start(kafka)
     echo(f"broker: Tansu on {status.bootstrap_servers} (pid {status.pid}); lake: {home}")
@@ -79,7 +80,7 @@ def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, e
         wait_until_caught_up(kafka, IngestSettings().group_id, st["delivered_offsets"], timeout_s=600)
         echo(f"lake caught up (consumer lag 0) {time.monotonic() - t0:.1f}s after the last send")
         catalog = open_catalog()
-        wait_for_kpis(catalog, timeout_s=120)
+        wait_for_kpis(catalog, timeout_s=120, follower=follower, log=home / "logs" / "kpi.log")
         echo(f"KPI tables current {time.monotonic() - t0:.1f}s after the last send\n")
         echo(format_report(build_report(lake_connection(catalog))))
         echo("\nKPIs per model (flywheel kpi show|compare for more)\n")
@@ -89,14 +90,17 @@ def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, e
         if serve:
             echo("serving the dashboard on the live pipeline; Ctrl-C stops everything")
             wait_for_interrupt(dashboard)
+    except KeyboardInterrupt:
+        echo("\ninterrupted")
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if not keep_running:
             if dashboard is not None:
                 stop_process(dashboard)
             stop_process(follower)
             stop_process(consumer)
             broker.stop()
-            echo("\nbroker, consumer and KPI follower stopped; the lake stays in " + str(home))
+            echo("\nbroker, consumer, KPI follower and dashboard stopped; the lake stays in " + str(home))
         else:
             echo(f"\nconsumer (pid {consumer.pid}), KPI follower (pid {follower.pid}), dashboard "
                  f"(pid {dashboard.pid if dashboard else '-'}) and broker keep running")
@@ -113,21 +117,19 @@ def serve_dashboard(home: Path, echo: Callable[[str], None]) -> subprocess.Popen
     return proc
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def wait_for_interrupt(proc: subprocess.Popen) -> None:
-    """Block until Ctrl-C/SIGTERM or until ``proc`` exits."""
-    stop = {"now": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    try:
-        while not stop["now"] and proc.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """Block until Ctrl-C/SIGTERM (KeyboardInterrupt) or until ``proc`` exits."""
+    while proc.poll() is None:
+        time.sleep(0.5)
 
 
-def wait_for_kpis(catalog, timeout_s: float) -> None:
-    """Block until both KPI tables reflect the lake's current snapshots."""
+def wait_for_kpis(catalog, timeout_s: float, follower: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Block until both KPI tables reflect the lake's current snapshots. Raises LakeError on timeout,
+    or at once when the ``follower`` process has exited (its ``log`` is named)."""
     from feedback.config import LakeSettings
     from feedback.errors import LakeError
     from feedback.kpi.maintainer import SOURCES, KpiMaintainer
@@ -136,6 +138,8 @@ def wait_for_kpis(catalog, timeout_s: float) -> None:
     lake = LakeSettings()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if follower is not None and follower.poll() is not None:
+            raise LakeError(f"the KPI follower exited with code {follower.returncode}; see {log}")
         current = {s: load_table_if_exists(catalog, lake, s) for s in SOURCES}
         ids = {s: t.current_snapshot().snapshot_id for s, t in current.items() if t is not None and t.current_snapshot()}
         states = [KpiMaintainer.state(t) for t in (load_table_if_exists(catalog, lake, n)

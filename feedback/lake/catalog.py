@@ -6,6 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
+from sqlalchemy.exc import OperationalError
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import DayTransform
@@ -35,7 +36,15 @@ def open_catalog(settings: LakeSettings | None = None, home: HomeSettings | None
         props.setdefault("uri", settings.catalog_uri)
     if settings.warehouse:
         props.setdefault("warehouse", settings.warehouse)
-    return load_catalog(settings.catalog_name, **props)
+    try:
+        return load_catalog(settings.catalog_name, **props)
+    except OperationalError as exc:
+        # A SQL catalog creates its tables on first open; two processes opening a new catalog at
+        # once (the consumer and the KPI follower of the main job) race, and the loser sees
+        # "already exists". The tables are there now: open again.
+        if "already exists" not in str(exc):
+            raise
+        return load_catalog(settings.catalog_name, **props)
 
 
 def table_identifier(settings: LakeSettings, name: str) -> str:
