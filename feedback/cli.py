@@ -6,6 +6,7 @@
     flywheel lake report                  what landed, quarantine, first KPIs
     flywheel kpi list|show|compare|rebuild|refresh|follow|status
     flywheel dashboard                    the Streamlit dashboard on the lake and KPI tables
+    flywheel dataset build|list|show|export   curated SFT / preference / KTO datasets
     flywheel demo                         all of the above on the real data, one command
 """
 
@@ -37,6 +38,15 @@ def _register_kpi() -> None:
 
 
 _register_kpi()
+
+
+def _register_dataset() -> None:
+    from finetune.cli import dataset_app
+
+    app.add_typer(dataset_app, name="dataset")
+
+
+_register_dataset()
 
 ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
 

@@ -1,0 +1,98 @@
+"""``flywheel dataset build | list | show | export``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from feedback.errors import FlywheelError
+
+dataset_app = typer.Typer(help="Curated fine-tuning datasets (SFT, preference, KTO) from the lake.", no_args_is_help=True)
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@dataset_app.command("build")
+def dataset_build(spec_path: Path = typer.Argument(..., help="YAML spec (see finetune/spec.py)."),
+                  snapshot_interactions: Optional[int] = typer.Option(None, help="Read this snapshot of interactions."),
+                  snapshot_feedback: Optional[int] = typer.Option(None, help="Read this snapshot of feedback.")) -> None:
+    """Select, clean, split and write a dataset version; register it in the lake."""
+    from feedback.lake.catalog import open_catalog
+    from finetune import build, output, registry, select
+    from finetune.config import DatasetSettings
+    from finetune.spec import load_spec
+
+    try:
+        spec = load_spec(spec_path)
+        catalog = open_catalog()
+        snapshot = None
+        if snapshot_interactions is not None or snapshot_feedback is not None:
+            if snapshot_interactions is None or snapshot_feedback is None:
+                raise typer.BadParameter("give both --snapshot-interactions and --snapshot-feedback")
+            snapshot = select.LakeSnapshot(snapshot_interactions, snapshot_feedback)
+        built = build.build(catalog, spec, snapshot=snapshot)
+        folder = output.write(built, DatasetSettings().root)
+        new = registry.register(catalog, built, folder, json.loads((folder / "lineage.json").read_text()))
+    except FlywheelError as exc:
+        _fail(exc)
+    for step, rows in built.report.steps:
+        typer.echo(f"{step:34s} {rows:9,d}")
+    typer.echo(f"splits: {built.report.splits}; PII redacted in {built.report.pii.get('texts_changed', 0):,} texts")
+    typer.echo(f"{'built' if new else 'rebuilt (already registered)'} {built.version} in {built.report.seconds}s -> {folder}")
+
+
+@dataset_app.command("list")
+def dataset_list() -> None:
+    """Registered dataset versions."""
+    from feedback.lake.catalog import open_catalog
+    from feedback.report import format_table
+    from finetune import registry
+
+    rows = [(r["version"], r["format"], r["created_at"].isoformat(timespec="seconds"), r["train_rows"],
+             r["validation_rows"], r["test_rows"], r["path"]) for r in registry.versions(open_catalog())]
+    typer.echo(format_table(["version", "format", "created_at", "train", "validation", "test", "path"], rows)
+               if rows else "no dataset versions yet: flywheel dataset build SPEC.yaml")
+
+
+@dataset_app.command("show")
+def dataset_show(version: str) -> None:
+    """A version's card (lineage, counts per step, distributions)."""
+    from feedback.lake.catalog import open_catalog
+    from finetune import registry
+
+    try:
+        row = registry.get(open_catalog(), version)
+    except FlywheelError as exc:
+        _fail(exc)
+    card = Path(row["path"]) / "README.md"
+    typer.echo(card.read_text() if card.exists() else json.dumps(json.loads(row["lineage_json"]), indent=2))
+
+
+@dataset_app.command("export")
+def dataset_export(version: str, to: str = typer.Option(..., "--to", help="openai | bedrock | sagemaker"),
+                   out: Path = typer.Option(..., "--out", help="Folder to write <split>.jsonl into.")) -> None:
+    """Copy a version's JSONL export for a fine-tuning service to a folder."""
+    from feedback.lake.catalog import open_catalog
+    from finetune import registry
+    from finetune.output import EXPORTS
+
+    try:
+        row = registry.get(open_catalog(), version)
+    except FlywheelError as exc:
+        _fail(exc)
+    if to not in EXPORTS:
+        _fail(ValueError(f"--to must be one of {', '.join(EXPORTS)}"))
+    source = Path(row["path"]) / "exports" / to
+    if not source.is_dir():
+        _fail(ValueError(f"{version} ({row['format']}) has no {to} export: that service takes no such format"))
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.jsonl")):
+        shutil.copyfile(path, out / path.name)
+        typer.echo(f"{out / path.name}")

