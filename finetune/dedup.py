@@ -28,10 +28,11 @@ import functools
 import hashlib
 import math
 import threading
-from collections.abc import Mapping, Sequence
 from collections import deque
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import compress
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -205,7 +206,10 @@ class _Powers:
                 neg = np.full(size, self.inverse, dtype=self.dtype)
                 pos[0] = neg[0] = 1
                 # wraps around; the explicit dtype stops accumulate from widening uint32 to uint64
-                self.tables = (np.multiply.accumulate(pos, dtype=self.dtype), np.multiply.accumulate(neg, dtype=self.dtype))
+                self.tables = (
+                    np.multiply.accumulate(pos, dtype=self.dtype),
+                    np.multiply.accumulate(neg, dtype=self.dtype),
+                )
             return self.tables
 
 
@@ -261,7 +265,9 @@ def _utf8_batch(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         cp = np.where(
             b0 < 0xE0,
             ((b0 & 0x1F) << 6) | b1,
-            np.where(b0 < 0xF0, ((b0 & 0x0F) << 12) | (b1 << 6) | b2, ((b0 & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3),
+            np.where(
+                b0 < 0xF0, ((b0 & 0x0F) << 12) | (b1 << 6) | b2, ((b0 & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3
+            ),
         )
         bad = lead[_needs_python()[cp]]
         if len(bad):
@@ -283,7 +289,7 @@ def _fingerprints(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray,
     and ``shingle_hash`` (uint32, :func:`shingle_hash32` of every shingle of those texts, text by text).
     """
     buf, text_start = _utf8_batch(texts)
-    n, size = len(texts), len(buf)
+    size = len(buf)
     # ASCII casefold is lower-casing; str.split's ASCII whitespace is \t \n \v \f \r \x1c-\x1f and space
     low = buf + ((buf - np.uint8(65)) < 26) * np.uint8(32)
     word = ~((low == 32) | ((low - np.uint8(9)) < 5) | ((low - np.uint8(28)) < 4))
@@ -375,24 +381,29 @@ def _equal_counts(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.nd
     return out
 
 
-def _near_duplicates(
-    sig: np.ndarray, keys: np.ndarray, rows: int, threshold: float
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Query-then-insert MinHash LSH over signatures (n, num_perm), in row order.
+def _near_duplicates(sig: np.ndarray, keys: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Query-then-insert MinHash LSH over signatures ``sig`` (n, num_perm), in row order.
 
-    Returns the dropped mask (n,) and the (dropped row, matching kept row) pairs. Same decisions as
-    ``MinHashLSH``: a row's candidates are the indexed (kept) rows with all values of some band equal to
-    its own (compared by the band's 64-bit digest in ``keys`` (bands, n): a digest collision, probability
-    about 2**-64 a pair, can only add a candidate, which must still pass the threshold). Work is saved where it cannot change them: a row whose band keys are all unique is kept
-    without a look (nothing can match it), a band in which a row's key is unique is neither queried nor
-    indexed for it, and the comparisons with each bucket's first row are done in bulk up front.
+    Returns the dropped mask (n,) and the (dropped row, matching kept row) pairs, int64 (m, 2). Same
+    decisions as ``MinHashLSH``: a row's candidates are the indexed (kept) earlier rows with all values of
+    some band equal to its own, compared by the band's 64-bit digest in ``keys`` (bands, n) -- a digest
+    collision, probability about 2**-64 a pair, can only add a candidate, which must still pass the
+    threshold. Work is saved where it cannot change a decision:
+
+    * rows sharing no band key with another row are kept without a look (nothing can match them);
+    * rows linked by shared buckets form components that cannot affect each other. A component's first
+      row is kept; if every other row shares a bucket with it and passes the threshold against it, they
+      are all dropped with that one match (their only kept candidate), decided in bulk (the usual case:
+      a text and its copies);
+    * the rest are walked in order, querying only the buckets that hold an earlier row and indexing only
+      the buckets shared with another row; comparisons with each bucket's first row are done in bulk.
     """
     n, num_perm = sig.shape
     bands = keys.shape[0]
     dropped = np.zeros(n, dtype=bool)
-    edges: list[tuple[int, int]] = []
+    no_edges = np.empty((0, 2), dtype=np.int64)
     if n < 2:
-        return dropped, edges
+        return dropped, no_edges
     head = np.full((bands, n), -1, dtype=np.int64)  # first row of the row's bucket, where shared
     for band in range(bands):
         order = np.argsort(keys[band], kind="stable")
@@ -402,49 +413,65 @@ def _near_duplicates(
         run_head = np.repeat(order[starts], sizes)
         head[band, order] = np.where(np.repeat(sizes, sizes) > 1, run_head, -1)
     shared = head >= 0
-    involved = np.flatnonzero(shared.any(axis=0))
-    if len(involved) == 0:
-        return dropped, edges
-    # bulk comparisons with bucket heads (the usual kept candidate)
-    later = head[:, involved] != involved  # has an earlier row in that bucket
-    band_of, col = np.nonzero(shared[:, involved] & later)
-    pair_row = involved[col]
-    pair_head = head[band_of, pair_row]
-    pair = np.sort(pair_row * n + pair_head)
-    uniq = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]
-    known = dict(zip(uniq.tolist(), _equal_counts(sig, uniq // n, uniq % n).tolist()))
-    needs_query = later.any(axis=0).tolist()
-    masks = (shared[:, involved].T.astype(np.int64) << np.arange(bands)).sum(axis=1).tolist()
-    band_sets: dict[int, tuple[int, ...]] = {}
-    row_keys = keys[:, involved].T.tolist()
-    tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    for idx, j in enumerate(involved.tolist()):
-        mask = masks[idx]
-        my_bands = band_sets.get(mask)
-        if my_bands is None:
-            my_bands = band_sets[mask] = tuple(band for band in range(bands) if mask >> band & 1)
-        my_keys = row_keys[idx]
-        mine = [(tables[band], my_keys[band]) for band in my_bands]
-        if needs_query[idx]:
-            candidates: set[int] = set()
-            for table, key in mine:
-                found = table.get(key)
-                if found is not None:
-                    candidates.update(found)
-            matches = []
-            for c in sorted(candidates):
-                equal = known.get(j * n + c)
-                if equal is None:
-                    equal = int(np.count_nonzero(sig[c] == sig[j]))
-                if equal / num_perm >= threshold:  # MinHash.jaccard
-                    matches.append(c)
-            if matches:
-                dropped[j] = True
-                edges.extend((j, m) for m in matches)
-                continue
-        for table, key in mine:
-            table.setdefault(key, []).append(j)
-    return dropped, edges
+    if not shared.any():
+        return dropped, no_edges
+    # components of the shared-bucket graph (each row linked to the first row of each of its buckets)
+    band_of, row_of = np.nonzero(shared & (head != np.arange(n)))
+    graph = coo_matrix((np.ones(len(row_of), dtype=np.int8), (row_of, head[band_of, row_of])), shape=(n, n))
+    label = connected_components(graph, directed=False)[1]
+    comp_first = np.unique(label, return_index=True)[1][label]  # rows ascend, so the first is the smallest
+    follower = np.flatnonzero(comp_first != np.arange(n))
+    first = comp_first[follower]
+    star = (head[:, follower] == first).any(axis=0)
+    star &= _equal_counts(sig, follower, first) / num_perm >= threshold  # MinHash.jaccard
+    broken = np.zeros(n, dtype=bool)  # by component label
+    broken[label[follower[~star]]] = True
+    done = ~broken[label[follower]]
+    dropped[follower[done]] = True
+    edge_parts = [np.stack([follower[done], first[done]], axis=1)]
+
+    # the other components, row by row
+    walk = np.flatnonzero(broken[label] & shared.any(axis=0))
+    if len(walk):
+        later = head[:, walk] != walk  # the bucket holds an earlier row
+        band_of, col = np.nonzero(shared[:, walk] & later)
+        pair = np.sort(walk[col] * n + head[band_of, walk[col]])
+        pair = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]
+        known = dict(zip(pair.tolist(), _equal_counts(sig, pair // n, pair % n).tolist()))
+        # one index for all bands: keys salted with their band (a digest collision across bands, like
+        # one within a band, can only add a candidate)
+        salt = np.arange(1, bands + 1, dtype=np.uint64)[:, None] * _BAND_MUL
+        salted_rows = _fmix64(keys[:, walk] ^ salt).T.tolist()
+        shared_mask = np.ascontiguousarray(shared[:, walk].T).tobytes()  # `bands` bytes of 0/1 a row
+        later_mask = np.ascontiguousarray(later.T).tobytes()
+        index: dict[int, list[int]] = {}
+        edges: list[tuple[int, int]] = []
+        for idx, j in enumerate(walk.tolist()):
+            my_keys = salted_rows[idx]
+            lo = idx * bands
+            query = list(compress(my_keys, later_mask[lo : lo + bands]))
+            if query:
+                candidates: set[int] = set()
+                for key in query:
+                    found = index.get(key)
+                    if found is not None:
+                        candidates.update(found)
+                matches = []
+                for c in sorted(candidates):
+                    equal = known.get(j * n + c)
+                    if equal is None:
+                        equal = int(np.count_nonzero(sig[c] == sig[j]))
+                    if equal / num_perm >= threshold:  # MinHash.jaccard
+                        matches.append(c)
+                if matches:
+                    dropped[j] = True
+                    edges += [(j, m) for m in matches]
+                    continue
+            for key in compress(my_keys, shared_mask[lo : lo + bands]):
+                index.setdefault(key, []).append(j)
+        if edges:
+            edge_parts.append(np.array(edges, dtype=np.int64))
+    return dropped, np.concatenate(edge_parts)
 
 
 def deduplicate(texts: Sequence[str], config: DedupConfig = DedupConfig()) -> DedupResult:
@@ -526,10 +553,10 @@ def deduplicate(texts: Sequence[str], config: DedupConfig = DedupConfig()) -> De
         sig = np.concatenate([sig for _, (sig, _) in done])
         keys = np.concatenate([keys for _, (_, keys) in done], axis=1)
         del done
-        dropped, edges = _near_duplicates(sig, keys, rows, config.threshold)
+        dropped, edges = _near_duplicates(sig, keys, config.threshold)
         near[long_ids[dropped]] = True
-        if edges:
-            pairs = long_ids[np.array(edges, dtype=np.int64)]
+        if len(edges):
+            pairs = long_ids[edges]
             graph = coo_matrix(
                 (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n_distinct, n_distinct)
             )
@@ -562,7 +589,7 @@ def _unit_interval(seed: int, group: str) -> float:
 def assign_splits(
     groups: Sequence[str],
     clusters: Sequence[int],
-    fractions: Mapping[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1},  # noqa: B006 (read only)
+    fractions: Mapping[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1},
     seed: int = 0,
 ) -> list[str]:
     """One split name per row such that no group (conversation id) and no cluster spans two splits.
