@@ -194,8 +194,14 @@ def test_decisions_equal_datasketch_minhashlsh(oasst, hh):
     planted exact and one-word near duplicates."""
     rng = random.Random(5)
     texts = [t for p in hh[:1200] for t in p[2:]] + [t for _, t in oasst]
-    texts += [change_one_word(t, rng) for t in rng.sample([t for t in texts if len(t.split()) > 200], 100)]
+    long = [t for t in texts if len(t.split()) > 200]
+    texts += [change_one_word(t, rng) for t in rng.sample(long, 100)]
     texts += [t.upper() + "  " for t in rng.sample(texts, 100)]
+    # families: 8 copies of a real text, each with another word changed. Copies of long texts are all
+    # near duplicates of the original; copies of short ones (20-60 words) share LSH buckets with it and
+    # with each other without all passing the threshold, so several of one family are kept
+    for original in rng.sample([t for t in texts if 20 <= len(t.split()) <= 60], 25) + rng.sample(long, 25):
+        texts += [change_one_word(original, rng) for _ in range(8)]
     rng.shuffle(texts)
     result = deduplicate(texts)
     keep, cluster, exact, near = datasketch_reference(texts, DedupConfig())
@@ -278,9 +284,20 @@ def test_batches_and_threads_do_not_change_the_result(hh, monkeypatch):
     assert deduplicate(texts) == whole
 
 
+def test_threshold_one_and_small_signatures(hh):
+    original = next(c for _, _, c, _ in hh if len(c.split()) > 200)
+    texts = [original, original.upper(), change_one_word(original, random.Random(0))]
+    strict = deduplicate(texts, DedupConfig(threshold=1.0))  # datasketch's optimiser wants one band here
+    assert strict.keep == [True, False, True] and strict.exact_dropped == 1
+    loose = deduplicate(texts, DedupConfig(threshold=0.8, num_perm=16))
+    assert loose.keep == [True, False, False] and loose.near_dropped == 1
+
+
 def test_edge_cases_and_config_errors():
     assert deduplicate([]) == dedup.DedupResult([], [], 0, 0)
     assert deduplicate(["only one text here with many words in it"]) == dedup.DedupResult([True], [0], 0, 0)
+    with pytest.raises(TypeError):
+        deduplicate(["a text", None])
     for bad in ({"threshold": 0.0}, {"threshold": 1.5}, {"num_perm": 1}, {"shingle_words": 0}):
         with pytest.raises(ValueError):
             DedupConfig(**bad)
