@@ -29,7 +29,7 @@ import pandas as pd
 from pyiceberg.catalog import Catalog
 
 from feedback.config import LakeSettings
-from finetune import dedup, select
+from finetune import dedup, select, splits
 from finetune.errors import DatasetError
 from finetune.spec import DatasetSpec
 
@@ -151,7 +151,7 @@ def clean(spec: DatasetSpec, rows: list[dict], report: BuildReport) -> list[dict
     rows = _keep(rows, keep)
     report.step("out-of-bounds lengths dropped", len(rows), keep.count(False))
     if c.pii and rows:
-        from finetune.pii import PiiRedactor, RedactionReport
+        from finetune.pii import PiiRedactor
 
         redactor = PiiRedactor(entities=c.pii_entities)
         messages = [m for r in rows for m in _all_messages(spec, r)]
@@ -199,10 +199,10 @@ def _deduplicate(spec: DatasetSpec, rows: list[dict]) -> tuple[list[dict], int, 
 
 def split(spec: DatasetSpec, rows: list[dict], report: BuildReport) -> dict[str, pd.DataFrame]:
     """Assign each row to train / validation / test by conversation and prompt near-duplicate cluster."""
-    names = dedup.assign_splits([r["conversation_id"] for r in rows], [r["_prompt_cluster"] for r in rows],
+    names = splits.assign_splits([r["conversation_id"] for r in rows], [r["_prompt_cluster"] for r in rows],
                                 spec.split.fractions(), spec.split.seed) if rows else []
     out = {}
-    for name in dedup.SPLITS:
+    for name in splits.SPLITS:
         part = [{k: v for k, v in r.items() if not k.startswith("_")} for r, s in zip(rows, names) if s == name]
         out[name] = pd.DataFrame.from_records(part)
         report.splits[name] = len(part)

@@ -25,7 +25,7 @@ import pyarrow as pa
 from datasets import Dataset, DatasetDict
 
 from finetune.build import Built
-from finetune.dedup import SPLITS
+from finetune.splits import SPLITS
 from finetune.errors import DatasetError
 
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 
 from feedback.cli import app
 from finetune import build, dedup, output
+from finetune.splits import SPLITS
 from finetune.spec import parse_spec
 
 runner = CliRunner()
@@ -36,7 +36,7 @@ def spec(**kw):
 
 
 def all_rows(built):
-    return [r for name in dedup.SPLITS for r in built.splits[name].to_dict("records")]
+    return [r for name in SPLITS for r in built.splits[name].to_dict("records")]
 
 
 def test_tulu_pairs_agree_with_the_annotators_exactly(catalog, data_dir):
@@ -94,8 +94,8 @@ def test_hh_rlhf_chosen_equal_to_rejected_pairs_are_gone(catalog, data_dir):
 
 def test_no_conversation_and_no_near_duplicate_crosses_splits(catalog):
     built = build.build(catalog, spec(format="sft", selection={"exclude_apps": ["hh_rlhf/harmless-base"]}))
-    rows = [(name, r) for name in dedup.SPLITS for r in built.splits[name].to_dict("records")]
-    assert all(built.report.splits[n] > 0 for n in dedup.SPLITS)
+    rows = [(name, r) for name in SPLITS for r in built.splits[name].to_dict("records")]
+    assert all(built.report.splits[n] > 0 for n in SPLITS)
     split_of_conversation = {}
     for name, r in rows:
         assert split_of_conversation.setdefault(r["conversation_id"], name) == name

@@ -17,13 +17,13 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from finetune import dedup
 from finetune.dedup import (
     LSH_WEIGHTS,
-    SPLITS,
     DedupConfig,
-    assign_splits,
     deduplicate,
     normalise,
     shingle_hash32,
 )
+
+from finetune.splits import SPLITS, assign_splits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -358,7 +358,7 @@ def test_same_input_gives_identical_splits_and_dedup_in_another_process(oasst, h
     splits = assign_splits(groups, result.cluster, seed=3)
     (tmp_path / "in.json").write_text(json.dumps({"groups": groups, "texts": texts}))
     code = (
-        "import json, sys; from finetune.dedup import deduplicate, assign_splits; "
+        "import json, sys; from finetune.dedup import deduplicate; from finetune.splits import assign_splits; "
         "d = json.load(open(sys.argv[1])); r = deduplicate(d['texts']); "
         "print(json.dumps([r.keep, r.cluster, assign_splits(d['groups'], r.cluster, seed=3)]))"
     )

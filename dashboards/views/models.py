@@ -1,7 +1,6 @@
 """Models & prompts: A vs B on any KPI (difference, 95 % interval, p-value, method, small-n
 warnings), and every value of the dimension with its interval."""
 
-import pandas as pd
 import streamlit as st
 
 from dashboards import charts, queries
