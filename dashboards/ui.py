@@ -179,8 +179,8 @@ def _ago(when: datetime | None) -> str:
 @st.cache_data(ttl=timedelta(seconds=5), show_spinner=False)
 def lag_now(timeout_s: float) -> tuple[int | None, str | None]:
     """(total consumer lag, None) or (None, why it is unknown); asked of the bus at most every 5 s."""
-    from dashboards.health import consumer_lag
-    from feedback.cli import kafka_settings
+    from feedback.ingest.lag import consumer_lag
+    from feedback.config import kafka_settings
     from feedback.config import IngestSettings
     from feedback.errors import FlywheelError
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from feedback.config import BrokerSettings, IngestSettings, KafkaSettings, LakeSettings
+from feedback.config import IngestSettings, LakeSettings, kafka_settings
 from feedback.errors import FlywheelError
 
 app = typer.Typer(help="Flywheel: LLM feedback events → Kafka → Iceberg → KPIs → datasets → fine-tunes.",
@@ -49,14 +48,6 @@ def _register_dataset() -> None:
 _register_dataset()
 
 ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
-
-
-def kafka_settings() -> KafkaSettings:
-    """Kafka settings from the environment; without FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS, the embedded broker."""
-    if "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS" in os.environ:
-        return KafkaSettings()
-    broker = BrokerSettings()
-    return KafkaSettings(bootstrap_servers=f"{broker.host}:{broker.port}")
 
 
 @app.callback()

@@ -32,6 +32,15 @@ def flywheel_home() -> Path:
     return Path(os.environ.get("FLYWHEEL_HOME", ".flywheel")).resolve()
 
 
+def kafka_settings() -> "KafkaSettings":
+    """Kafka settings from the environment; without ``FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS``, the embedded
+    broker's address (``FLYWHEEL_BROKER_HOST``/``_PORT``)."""
+    if "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        return KafkaSettings()
+    broker = BrokerSettings()
+    return KafkaSettings(bootstrap_servers=f"{broker.host}:{broker.port}")
+
+
 class HomeSettings(BaseSettings):
     """Where embedded state lives (broker pid/log, catalog, warehouse, SDK spool)."""
 

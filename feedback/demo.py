@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from feedback.bus.broker import EmbeddedBroker
-from feedback.config import HomeSettings, IngestSettings
+from feedback.config import HomeSettings, IngestSettings, kafka_settings
 from feedback.ingest.lag import wait_until_caught_up
 from feedback.lake.catalog import open_catalog
 from feedback.lake.read import lake_connection
@@ -58,8 +58,6 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
 def run_demo(sources: list[str], data_dir: Path | None, *, keep_running: bool, echo: Callable[[str], None],
              serve: bool = False) -> None:
     """Run the main job end to end and print what landed (see module doc)."""
-    from feedback.cli import kafka_settings
-
     home = HomeSettings().home
     kafka = kafka_settings()
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C

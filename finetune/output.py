@@ -76,13 +76,15 @@ def export_record(fmt: str, target: str, row: dict) -> dict | None:
 
 def write_exports(built: Built, out: Path, targets: tuple[str, ...] = EXPORTS) -> dict[str, int]:
     """JSONL exports under ``out/<target>/<split>.jsonl``; returns rows written per target."""
+    unknown = [t for t in targets if t not in EXPORTS]
+    if unknown:
+        raise DatasetError(f"unknown export {unknown[0]!r}; one of {', '.join(EXPORTS)}")
+    rows = {name: _plain(built.splits[name]) for name in SPLITS}  # once per split, not per target
     written = {}
     for target in targets:
-        if target not in EXPORTS:
-            raise DatasetError(f"unknown export {target!r}; one of {', '.join(EXPORTS)}")
         count = 0
         for name in SPLITS:
-            records = [export_record(built.spec.format, target, r) for r in _plain(built.splits[name])]
+            records = [export_record(built.spec.format, target, r) for r in rows[name]]
             if any(r is None for r in records):
                 break
             (out / target).mkdir(parents=True, exist_ok=True)

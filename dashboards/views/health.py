@@ -4,9 +4,9 @@ rate, consumer lag per partition and the KPI tables' state. Not filtered (the pi
 import streamlit as st
 
 from dashboards import charts, queries
-from dashboards.health import consumer_lag
+from feedback.ingest.lag import consumer_lag
 from dashboards.ui import cached, page_context
-from feedback.cli import kafka_settings
+from feedback.config import kafka_settings
 from feedback.config import IngestSettings
 from feedback.errors import FlywheelError
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
-from sqlalchemy.exc import OperationalError
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import DayTransform
+from sqlalchemy.exc import OperationalError
 
 from feedback.config import HomeSettings, LakeSettings
 from feedback.lake.tables import PARTITION_COLUMN, TABLE_SCHEMAS

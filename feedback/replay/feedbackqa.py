@@ -81,13 +81,13 @@ def _file_events(path: Path, domain: str, split: str, project: str, replay_time:
             metadata = {"rater_index": i, "event_time_source": "replay"}
             # The source pairs rating[i] with feedback[i] (one rater); raters are anonymous, so the
             # author is that position within this item, never the same id across items.
-            base["author_id"] = f"{conversation_id}:rater{i}"
+            rater = {**base, "author_id": f"{conversation_id}:rater{i}"}
             rating = {"value": RATING_VALUES[label], "scale_min": 1, "scale_max": 4, "name": "overall", "label": label}
-            yield event("feedback", {**base, "kind": "rating", "rating": rating, "metadata": metadata},
+            yield event("feedback", {**rater, "kind": "rating", "rating": rating, "metadata": metadata},
                         index, "rating", i)
             text = feedback[i] if i < len(feedback) else None
             if isinstance(text, str) and text.strip():
-                yield event("feedback", {**base, "kind": "comment", "comment": text, "metadata": dict(metadata)},
+                yield event("feedback", {**rater, "kind": "comment", "comment": text, "metadata": dict(metadata)},
                             index, "comment", i)
 
 
