@@ -47,6 +47,15 @@ def _register_dataset() -> None:
 
 _register_dataset()
 
+
+def _register_finetune() -> None:
+    from finetune.jobs.cli import finetune_app
+
+    app.add_typer(finetune_app, name="finetune")
+
+
+_register_finetune()
+
 ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
 
 

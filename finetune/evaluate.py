@@ -1,0 +1,260 @@
+"""``flywheel finetune eval <job>``: is the tuned model better than its base on what our users asked?
+
+On the dataset version's held-out split (``test`` by default; never trained on), for the base model
+and the job's tuned (merged) model:
+
+* **held-out loss** — mean over examples of the per-token negative log-likelihood of the preferred
+  answer (the ``chosen`` response; for SFT data the last assistant turn), nats/token, Student-t 95 %
+  interval (:func:`feedback.kpi.stats.mean`); **perplexity** = exp(held-out loss), interval
+  exp(bounds) (exp is monotone);
+* **preference accuracy** (pairs only) — share of pairs where the model gives the chosen response a
+  higher summed log-likelihood than the rejected one (ties count as misses), Wilson 95 % interval
+  (:func:`feedback.kpi.stats.proportion`);
+* **reward-model win rate** (with ``reward_id``) — both models answer the first ``win_prompts``
+  held-out prompts greedily; the reward model (:mod:`finetune.reward`) scores both answers; the
+  tuned model's win rate is wins / (wins + losses), ties (equal scores, e.g. identical answers)
+  left out and counted, Wilson 95 % interval. The base's win rate against itself is 0.5 by
+  definition; "better" means the interval lies above 0.5.
+
+Tuned − base differences are paired (the same examples): the mean of per-example differences with a
+Student-t interval (for accuracy the per-pair difference is −1, 0 or 1).
+
+Every value is stored in the lake table ``finetune_evals`` (one row per metric and model: ``base``,
+``tuned``, ``tuned-base``) with its interval, n and method, so the dashboard and any engine read them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+
+from feedback.config import LakeSettings
+from feedback.kpi import stats
+from feedback.lake.catalog import MANIFEST_MERGE, table_identifier
+from finetune import basemodel, likelihood
+from finetune import registry as datasets
+from finetune.errors import DatasetError, EvalError
+from finetune.jobs import registry
+
+TABLE = "finetune_evals"
+SCHEMA = pa.schema([
+    pa.field("eval_id", pa.string()), pa.field("job_id", pa.string()), pa.field("dataset_version", pa.string()),
+    pa.field("split", pa.string()), pa.field("reward_id", pa.string()), pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    pa.field("metric", pa.string()), pa.field("model", pa.string()), pa.field("value", pa.float64()),
+    pa.field("ci_low", pa.float64()), pa.field("ci_high", pa.float64()), pa.field("n", pa.int64()),
+    pa.field("method", pa.string()), pa.field("details_json", pa.string()),
+])
+METRICS = ("heldout_loss", "perplexity", "preference_accuracy", "reward_win_rate")
+T_METHOD = "mean with Student-t 95% interval"
+WILSON = "proportion with Wilson 95% interval"
+PAIRED = "paired difference (tuned - base): mean of per-example differences, Student-t 95% interval"
+
+
+@dataclass
+class Row:
+    """One stored value: ``metric`` of ``model`` (base | tuned | tuned-base) with its interval."""
+
+    metric: str
+    model: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    method: str
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """An evaluation: its id, what it read, the rows stored, and seconds taken per phase."""
+
+    eval_id: str
+    job_id: str
+    dataset_version: str
+    split: str
+    reward_id: str | None
+    rows: list[Row]
+    seconds: dict[str, float]
+
+    def value(self, metric: str, model: str) -> Row:
+        """The row of ``metric`` for ``model``. Raises KeyError when absent."""
+        for r in self.rows:
+            if r.metric == metric and r.model == model:
+                return r
+        raise KeyError((metric, model))
+
+
+def _estimate_row(metric: str, model: str, est: stats.Estimate, method: str, **details) -> Row:
+    return Row(metric, model, est.value, est.ci_low, est.ci_high, est.n, method, details)
+
+
+def _mean(values: np.ndarray) -> stats.Estimate:
+    v = np.asarray(values, dtype=float)
+    return stats.mean(len(v), float(v.sum()), float((v * v).sum()))
+
+
+def held_out(folder: Path, split: str, limit: int | None) -> pd.DataFrame:
+    """The split as columns ``prompt`` (messages), ``chosen`` (text), ``rejected`` (text or None).
+    Raises EvalError when the split is missing or empty."""
+    path = folder / "data" / f"{split}.parquet"
+    if not path.exists():
+        raise EvalError(f"no {split} split at {path}")
+    frame = pd.read_parquet(path)
+    if frame.empty:
+        raise EvalError(f"the {split} split of {folder.name} is empty")
+    frame = frame.head(limit) if limit else frame
+    plain = lambda msgs: [{"role": m["role"], "content": m["content"]} for m in msgs]  # noqa: E731
+    if "messages" in frame:
+        return pd.DataFrame({"prompt": [plain(m[:-1]) for m in frame["messages"]],
+                             "chosen": [m[-1]["content"] for m in frame["messages"]], "rejected": None})
+    return pd.DataFrame({"prompt": [plain(p) for p in frame["prompt"]],
+                         "chosen": [c[0]["content"] for c in frame["chosen"]],
+                         "rejected": [r[0]["content"] for r in frame["rejected"]] if "rejected" in frame else None})
+
+
+def _load(path: str, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), tokenizer
+
+
+def tuned_model_path(rec: registry.JobRecord) -> str:
+    """The job's merged model folder. Raises EvalError when the job has not completed or has no
+    local merged model (a SageMaker job's ``model.tar.gz`` must be downloaded and unpacked first)."""
+    if rec.status != "Completed":
+        raise EvalError(f"{rec.job_id} is {rec.status}, not Completed")
+    merged = rec.artifacts.get("merged")
+    if not merged or not Path(merged, "config.json").exists():
+        raise EvalError(f"{rec.job_id} has no local merged model (artifacts: {sorted(rec.artifacts)})")
+    return merged
+
+
+def evaluate(catalog: Catalog, job_id: str, reward_id: str | None = None, split: str = "test",
+             limit: int | None = None, win_prompts: int = 100, max_new_tokens: int = 128,
+             max_length: int | None = None, batch_size: int = 16, lake: LakeSettings | None = None) -> EvalResult:
+    """Evaluate base vs tuned for ``job_id`` (see module doc), store and return the rows.
+
+    ``limit`` caps the held-out examples scored (None: all); ``win_prompts`` how many of them both
+    models answer for the reward-model win rate (generation is the slow part); ``max_length``
+    defaults to the job's. Raises EvalError (job not completed, split missing) or RewardError."""
+    import torch
+
+    rec = registry.latest(catalog, job_id, lake)
+    tuned_path = tuned_model_path(rec)
+    try:
+        folder = Path(datasets.get(catalog, rec.dataset_version, lake)["path"])
+    except DatasetError as exc:
+        raise EvalError(str(exc)) from exc
+    data = held_out(folder, split, limit)
+    max_length = max_length or int(rec.config.get("max_length", 512))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reward = None
+    if reward_id:
+        from finetune.reward import RewardModel
+
+        reward = RewardModel.load(reward_id, catalog=catalog)
+    seconds: dict[str, float] = {}
+    scored: dict[str, dict] = {}
+    answers: dict[str, list[str]] = {}
+    prompts = list(data["prompt"])
+    pairs = data["rejected"].notna().all() if "rejected" in data else False
+    for name, path in (("base", basemodel.resolve(rec.base_model)), ("tuned", tuned_path)):
+        started = time.perf_counter()
+        model, tokenizer = _load(path, device)
+        chosen = likelihood.score(model, tokenizer, prompts, list(data["chosen"]), max_length, batch_size)
+        rejected = (likelihood.score(model, tokenizer, prompts, list(data["rejected"]), max_length, batch_size)
+                    if pairs else None)
+        scored[name] = {"chosen": chosen, "rejected": rejected}
+        seconds[f"score_{name}"] = round(time.perf_counter() - started, 2)
+        if reward is not None:
+            started = time.perf_counter()
+            answers[name] = likelihood.generate(model, tokenizer, prompts[:win_prompts], max_new_tokens, max_length,
+                                                batch_size)
+            seconds[f"generate_{name}"] = round(time.perf_counter() - started, 2)
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    rows: list[Row] = []
+    nll = {m: scored[m]["chosen"].nll_per_token for m in scored}
+    for m in ("base", "tuned"):
+        est = _mean(nll[m])
+        rows.append(_estimate_row("heldout_loss", m, est, T_METHOD, unit="nats/token"))
+        rows.append(Row("perplexity", m, math.exp(est.value), math.exp(est.ci_low), math.exp(est.ci_high), est.n,
+                        "exp(held-out loss), interval exp(bounds)"))
+    rows.append(_estimate_row("heldout_loss", "tuned-base", _mean(nll["tuned"] - nll["base"]), PAIRED,
+                              unit="nats/token"))
+    if pairs:
+        right = {m: scored[m]["chosen"].logp > scored[m]["rejected"].logp for m in scored}
+        for m in ("base", "tuned"):
+            rows.append(_estimate_row("preference_accuracy", m, stats.proportion(int(right[m].sum()), len(right[m])),
+                                      WILSON))
+        rows.append(_estimate_row("preference_accuracy", "tuned-base",
+                                  _mean(right["tuned"].astype(float) - right["base"].astype(float)), PAIRED))
+    if reward is not None:
+        started = time.perf_counter()
+        win_prompts_used = prompts[: len(answers["base"])]
+        r_base = reward.score(win_prompts_used, answers["base"])
+        r_tuned = reward.score(win_prompts_used, answers["tuned"])
+        seconds["reward"] = round(time.perf_counter() - started, 2)
+        wins, losses = int((r_tuned > r_base).sum()), int((r_tuned < r_base).sum())
+        ties = len(r_base) - wins - losses
+        rows.append(_estimate_row("reward_win_rate", "tuned", stats.proportion(wins, wins + losses),
+                                  WILSON + " over decided prompts (ties left out)", wins=wins, losses=losses, ties=ties,
+                                  max_new_tokens=max_new_tokens))
+        for m, r in (("base", r_base), ("tuned", r_tuned)):
+            rows.append(_estimate_row("mean_reward", m, _mean(r), T_METHOD, unit="reward-model score"))
+        rows.append(_estimate_row("mean_reward", "tuned-base", _mean(r_tuned - r_base), PAIRED))
+    result = EvalResult(f"ev-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}", job_id, rec.dataset_version,
+                        split, reward_id, rows, seconds)
+    store(catalog, result, lake)
+    return result
+
+
+def _table(catalog: Catalog, lake: LakeSettings):
+    catalog.create_namespace_if_not_exists(lake.namespace)
+    return catalog.create_table_if_not_exists(table_identifier(lake, TABLE), schema=SCHEMA, properties=MANIFEST_MERGE)
+
+
+def store(catalog: Catalog, result: EvalResult, lake: LakeSettings | None = None) -> None:
+    """Append ``result``'s rows to ``finetune_evals`` (one commit)."""
+    now = datetime.now(UTC)
+    rows = [{"eval_id": result.eval_id, "job_id": result.job_id, "dataset_version": result.dataset_version,
+             "split": result.split, "reward_id": result.reward_id, "created_at": now, "metric": r.metric,
+             "model": r.model, "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n, "method": r.method,
+             "details_json": json.dumps({**r.details, "seconds": result.seconds}, sort_keys=True)} for r in result.rows]
+    _table(catalog, lake or LakeSettings()).append(pa.Table.from_pylist(rows, schema=SCHEMA))
+
+
+def evaluations(catalog: Catalog, job_id: str | None = None, lake: LakeSettings | None = None) -> pd.DataFrame:
+    """Stored evaluation rows (all, or one job's), newest first; empty frame with the columns when none."""
+    lake = lake or LakeSettings()
+    try:
+        table = catalog.load_table(table_identifier(lake, TABLE))
+    except NoSuchTableError:
+        return SCHEMA.empty_table().to_pandas()
+    frame = table.scan().to_arrow().to_pandas() if table.current_snapshot() else SCHEMA.empty_table().to_pandas()
+    if job_id is not None:
+        frame = frame[frame["job_id"] == job_id]
+    return frame.sort_values(["created_at", "metric", "model"], ascending=[False, True, True]).reset_index(drop=True)
+
+
+def as_dict(result: EvalResult) -> dict:
+    """``result`` as plain data (for ``--json`` output)."""
+    return asdict(result)
