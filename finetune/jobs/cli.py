@@ -30,8 +30,8 @@ def backend_for(catalog, name: str, sagemaker: dict | None = None):
         from finetune.jobs.config import SageMakerSettings
         from finetune.jobs.sagemaker import SageMakerBackend
 
-        return SageMakerBackend(catalog, SageMakerSettings(**{k: v for k, v in (sagemaker or {}).items()
-                                                              if v is not None}))
+        given = {k: v for k, v in (sagemaker or {}).items() if v is not None and k in SageMakerSettings.model_fields}
+        return SageMakerBackend(catalog, SageMakerSettings(**given))
     raise typer.BadParameter(f"--backend is one of {', '.join(BACKENDS)}")
 
 
@@ -44,6 +44,9 @@ def _job_backend(catalog, job_id: str):
 
 def _print_record(rec) -> None:
     typer.echo(f"{rec.job_id}  {rec.status}  backend={rec.backend}  dataset={rec.dataset_version}  method={rec.method}")
+    sm = rec.config.get("sagemaker") or {}
+    if sm.get("training_job_name"):
+        typer.echo(f"  SageMaker training job: {sm['training_job_name']} ({sm.get('region')}, {sm.get('instance_type')})")
     if rec.message:
         typer.echo(f"  {rec.message}")
     m = rec.metrics
@@ -90,8 +93,7 @@ def launch(dataset: str = typer.Option(..., "--dataset", help="Dataset version (
               "max_wait_s": max_wait_s, "role_arn": role_arn, "s3_output": s3_output, "region": region,
               "endpoint_url": endpoint_url, "image_uri": image_uri}
         chosen = backend_for(catalog, backend, sm)
-        extra = {"sagemaker": chosen.settings.model_dump()} if backend == "sagemaker" else None
-        rec = launching.launch(catalog, chosen, dataset, job, wait=wait, extra_config=extra)
+        rec = launching.launch(catalog, chosen, dataset, job, wait=wait)
     except FlywheelError as exc:
         _fail(exc)
     _print_record(rec)
