@@ -56,6 +56,15 @@ def _register_finetune() -> None:
 
 _register_finetune()
 
+
+def _register_reward() -> None:
+    from finetune.reward_cli import reward_app
+
+    app.add_typer(reward_app, name="reward")
+
+
+_register_reward()
+
 ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
 
 

@@ -43,6 +43,7 @@ from feedback.config import LakeSettings
 from feedback.kpi import stats
 from feedback.lake.catalog import MANIFEST_MERGE, table_identifier
 from finetune import basemodel, likelihood
+from finetune.heldout import held_out
 from finetune import registry as datasets
 from finetune.errors import DatasetError, EvalError
 from finetune.jobs import registry
@@ -104,36 +105,6 @@ def _mean(values: np.ndarray) -> stats.Estimate:
     return stats.mean(len(v), float(v.sum()), float((v * v).sum()))
 
 
-def held_out(folder: Path, split: str, limit: int | None) -> pd.DataFrame:
-    """The split as columns ``prompt`` (messages), ``chosen`` (text), ``rejected`` (text or None).
-    Raises EvalError when the split is missing or empty."""
-    path = folder / "data" / f"{split}.parquet"
-    if not path.exists():
-        raise EvalError(f"no {split} split at {path}")
-    frame = pd.read_parquet(path)
-    if frame.empty:
-        raise EvalError(f"the {split} split of {folder.name} is empty")
-    frame = frame.head(limit) if limit else frame
-    plain = lambda msgs: [{"role": m["role"], "content": m["content"]} for m in msgs]  # noqa: E731
-    if "messages" in frame:
-        return pd.DataFrame({"prompt": [plain(m[:-1]) for m in frame["messages"]],
-                             "chosen": [m[-1]["content"] for m in frame["messages"]], "rejected": None})
-    return pd.DataFrame({"prompt": [plain(p) for p in frame["prompt"]],
-                         "chosen": [c[0]["content"] for c in frame["chosen"]],
-                         "rejected": [r[0]["content"] for r in frame["rejected"]] if "rejected" in frame else None})
-
-
-def _load(path: str, device: str):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), tokenizer
-
-
 def tuned_model_path(rec: registry.JobRecord) -> str:
     """The job's merged model folder. Raises EvalError when the job has not completed or has no
     local merged model (a SageMaker job's ``model.tar.gz`` must be downloaded and unpacked first)."""
@@ -145,6 +116,47 @@ def tuned_model_path(rec: registry.JobRecord) -> str:
     return merged
 
 
+def summarise(measured: dict, rewards: dict[str, np.ndarray] | None = None, max_new_tokens: int | None = None
+              ) -> list[Row]:
+    """The stored rows from :func:`finetune.likelihood.measure`'s output (``base`` and ``tuned``) and,
+    optionally, the reward model's scores of each model's answers (``{"base": (k,), "tuned": (k,)}``)."""
+    def arr(model: str, key: str) -> np.ndarray:
+        return np.asarray(measured[model][key], dtype=float)
+
+    rows: list[Row] = []
+    nll = {m: -arr(m, "chosen_logp") / np.maximum(arr(m, "chosen_tokens"), 1) for m in ("base", "tuned")}
+    for m in ("base", "tuned"):
+        est = _mean(nll[m])
+        rows.append(_estimate_row("heldout_loss", m, est, T_METHOD, unit="nats/token"))
+        rows.append(Row("perplexity", m, math.exp(est.value), math.exp(est.ci_low), math.exp(est.ci_high), est.n,
+                        "exp(held-out loss), interval exp(bounds)"))
+    rows.append(_estimate_row("heldout_loss", "tuned-base", _mean(nll["tuned"] - nll["base"]), PAIRED,
+                              unit="nats/token"))
+    if measured["base"].get("rejected_logp") is not None:
+        right = {m: arr(m, "chosen_logp") > arr(m, "rejected_logp") for m in ("base", "tuned")}
+        for m in ("base", "tuned"):
+            rows.append(_estimate_row("preference_accuracy", m,
+                                      stats.proportion(int(right[m].sum()), len(right[m])), WILSON))
+        rows.append(_estimate_row("preference_accuracy", "tuned-base",
+                                  _mean(right["tuned"].astype(float) - right["base"].astype(float)), PAIRED))
+    if rewards is not None:
+        r_base, r_tuned = np.asarray(rewards["base"], float), np.asarray(rewards["tuned"], float)
+        wins, losses = int((r_tuned > r_base).sum()), int((r_tuned < r_base).sum())
+        rows.append(_estimate_row("reward_win_rate", "tuned", stats.proportion(wins, wins + losses),
+                                  WILSON + " over decided prompts (ties left out)", wins=wins, losses=losses,
+                                  ties=len(r_base) - wins - losses, max_new_tokens=max_new_tokens))
+        for m, r in (("base", r_base), ("tuned", r_tuned)):
+            rows.append(_estimate_row("mean_reward", m, _mean(r), T_METHOD, unit="reward-model score"))
+        rows.append(_estimate_row("mean_reward", "tuned-base", _mean(r_tuned - r_base), PAIRED))
+    return rows
+
+
+def reward_scores(reward, measured: dict) -> dict[str, np.ndarray]:
+    """The reward model's score of each model's answers to the same prompts: ``{"base", "tuned"}`` → (k,)."""
+    prompts = measured["prompts"][: len(measured["base"]["answers"])]
+    return {m: reward.score(prompts, measured[m]["answers"]) for m in ("base", "tuned")}
+
+
 def evaluate(catalog: Catalog, job_id: str, reward_id: str | None = None, split: str = "test",
              limit: int | None = None, win_prompts: int = 100, max_new_tokens: int = 128,
              max_length: int | None = None, batch_size: int = 16, lake: LakeSettings | None = None) -> EvalResult:
@@ -153,8 +165,6 @@ def evaluate(catalog: Catalog, job_id: str, reward_id: str | None = None, split:
     ``limit`` caps the held-out examples scored (None: all); ``win_prompts`` how many of them both
     models answer for the reward-model win rate (generation is the slow part); ``max_length``
     defaults to the job's. Raises EvalError (job not completed, split missing) or RewardError."""
-    import torch
-
     rec = registry.latest(catalog, job_id, lake)
     tuned_path = tuned_model_path(rec)
     try:
@@ -162,65 +172,24 @@ def evaluate(catalog: Catalog, job_id: str, reward_id: str | None = None, split:
     except DatasetError as exc:
         raise EvalError(str(exc)) from exc
     data = held_out(folder, split, limit)
-    max_length = max_length or int(rec.config.get("max_length", 512))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     reward = None
     if reward_id:
         from finetune.reward import RewardModel
 
         reward = RewardModel.load(reward_id, catalog=catalog)
-    seconds: dict[str, float] = {}
-    scored: dict[str, dict] = {}
-    answers: dict[str, list[str]] = {}
     prompts = list(data["prompt"])
-    pairs = data["rejected"].notna().all() if "rejected" in data else False
-    for name, path in (("base", basemodel.resolve(rec.base_model)), ("tuned", tuned_path)):
-        started = time.perf_counter()
-        model, tokenizer = _load(path, device)
-        chosen = likelihood.score(model, tokenizer, prompts, list(data["chosen"]), max_length, batch_size)
-        rejected = (likelihood.score(model, tokenizer, prompts, list(data["rejected"]), max_length, batch_size)
-                    if pairs else None)
-        scored[name] = {"chosen": chosen, "rejected": rejected}
-        seconds[f"score_{name}"] = round(time.perf_counter() - started, 2)
-        if reward is not None:
-            started = time.perf_counter()
-            answers[name] = likelihood.generate(model, tokenizer, prompts[:win_prompts], max_new_tokens, max_length,
-                                                batch_size)
-            seconds[f"generate_{name}"] = round(time.perf_counter() - started, 2)
-        del model
-        if device == "cuda":
-            torch.cuda.empty_cache()
-
-    rows: list[Row] = []
-    nll = {m: scored[m]["chosen"].nll_per_token for m in scored}
-    for m in ("base", "tuned"):
-        est = _mean(nll[m])
-        rows.append(_estimate_row("heldout_loss", m, est, T_METHOD, unit="nats/token"))
-        rows.append(Row("perplexity", m, math.exp(est.value), math.exp(est.ci_low), math.exp(est.ci_high), est.n,
-                        "exp(held-out loss), interval exp(bounds)"))
-    rows.append(_estimate_row("heldout_loss", "tuned-base", _mean(nll["tuned"] - nll["base"]), PAIRED,
-                              unit="nats/token"))
-    if pairs:
-        right = {m: scored[m]["chosen"].logp > scored[m]["rejected"].logp for m in scored}
-        for m in ("base", "tuned"):
-            rows.append(_estimate_row("preference_accuracy", m, stats.proportion(int(right[m].sum()), len(right[m])),
-                                      WILSON))
-        rows.append(_estimate_row("preference_accuracy", "tuned-base",
-                                  _mean(right["tuned"].astype(float) - right["base"].astype(float)), PAIRED))
+    rejected = list(data["rejected"]) if data["rejected"].notna().all() else None
+    measured = likelihood.measure({"base": basemodel.resolve(rec.base_model), "tuned": tuned_path}, prompts,
+                                  list(data["chosen"]), rejected, win_prompts if reward else 0, max_new_tokens,
+                                  max_length or int(rec.config.get("max_length", 512)), batch_size)
+    measured["prompts"] = prompts
+    seconds = {f"{k}_{m}": v for m in ("base", "tuned") for k, v in measured[m]["seconds"].items()}
+    rewards = None
     if reward is not None:
         started = time.perf_counter()
-        win_prompts_used = prompts[: len(answers["base"])]
-        r_base = reward.score(win_prompts_used, answers["base"])
-        r_tuned = reward.score(win_prompts_used, answers["tuned"])
+        rewards = reward_scores(reward, measured)
         seconds["reward"] = round(time.perf_counter() - started, 2)
-        wins, losses = int((r_tuned > r_base).sum()), int((r_tuned < r_base).sum())
-        ties = len(r_base) - wins - losses
-        rows.append(_estimate_row("reward_win_rate", "tuned", stats.proportion(wins, wins + losses),
-                                  WILSON + " over decided prompts (ties left out)", wins=wins, losses=losses, ties=ties,
-                                  max_new_tokens=max_new_tokens))
-        for m, r in (("base", r_base), ("tuned", r_tuned)):
-            rows.append(_estimate_row("mean_reward", m, _mean(r), T_METHOD, unit="reward-model score"))
-        rows.append(_estimate_row("mean_reward", "tuned-base", _mean(r_tuned - r_base), PAIRED))
+    rows = summarise(measured, rewards, max_new_tokens)
     result = EvalResult(f"ev-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}", job_id, rec.dataset_version,
                         split, reward_id, rows, seconds)
     store(catalog, result, lake)

@@ -10,6 +10,7 @@ model always sees the text right before the response.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,4 +109,47 @@ def generate(model, tokenizer, prompts: Sequence[list[Message]], max_new_tokens:
                                  max_new_tokens=max_new_tokens, pad_token_id=pad)
             for row, i in enumerate(idx):
                 out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
+    return out
+
+
+def load(path: str, device: str):
+    """Model and tokenizer from ``path`` on ``device`` (bfloat16 on a GPU that supports it, else float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), tokenizer
+
+
+def measure(models: dict[str, str], prompts: Sequence[list[Message]], chosen: Sequence[str],
+            rejected: Sequence[str] | None, answer_prompts: int = 0, max_new_tokens: int = 128,
+            max_length: int = 512, batch_size: int = 16) -> dict:
+    """What evaluation needs from each model (name → path), model by model (one in memory at a time).
+
+    Returns ``{name: {"chosen_logp", "chosen_tokens", "rejected_logp", "rejected_tokens" (lists, or
+    None without ``rejected``), "answers" (greedy answers to the first ``answer_prompts`` prompts),
+    "seconds": {"score", "generate"}}}`` — plain lists, so it can be saved as JSON."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out: dict = {}
+    for name, path in models.items():
+        started = time.perf_counter()
+        model, tokenizer = load(path, device)
+        c = score(model, tokenizer, prompts, chosen, max_length, batch_size)
+        r = score(model, tokenizer, prompts, rejected, max_length, batch_size) if rejected is not None else None
+        scored_s = time.perf_counter() - started
+        started = time.perf_counter()
+        answers = (generate(model, tokenizer, prompts[:answer_prompts], max_new_tokens, max_length, batch_size)
+                   if answer_prompts else [])
+        out[name] = {"chosen_logp": c.logp.tolist(), "chosen_tokens": c.tokens.tolist(),
+                     "rejected_logp": r.logp.tolist() if r else None, "rejected_tokens": r.tokens.tolist() if r else None,
+                     "answers": answers, "device": device,
+                     "seconds": {"score": round(scored_s, 2), "generate": round(time.perf_counter() - started, 2)}}
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
     return out

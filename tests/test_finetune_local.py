@@ -88,7 +88,7 @@ def test_a_local_dpo_job_trains_records_and_evaluates(env):
         ppl = result.value("perplexity", model)
         assert ppl.value == pytest.approx(np.exp(loss.value))
     # the base model's preference accuracy, recomputed with transformers' own loss on the full texts
-    model, tok = evaluate._load(basemodel.resolve(basemodel.SMOLLM2), "cpu")
+    model, tok = likelihood.load(basemodel.resolve(basemodel.SMOLLM2), "cpu")
     right = 0
     for _, row in test.iterrows():
         prompt = [dict(m) for m in row["prompt"]]
