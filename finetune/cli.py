@@ -37,8 +37,9 @@ def dataset_build(spec_path: Path = typer.Argument(..., help="YAML spec (see fin
             if snapshot_interactions is None or snapshot_feedback is None:
                 raise typer.BadParameter("give both --snapshot-interactions and --snapshot-feedback")
             snapshot = select.LakeSnapshot(snapshot_interactions, snapshot_feedback)
-        built = build.build(catalog, spec, snapshot=snapshot)
-        folder = output.write(built, DatasetSettings().root)
+        root = DatasetSettings().root
+        built = build.build(catalog, spec, snapshot=snapshot, workdir=root)
+        folder = output.write(built, root)
         new = registry.register(catalog, built, folder, json.loads((folder / "lineage.json").read_text()))
     except FlywheelError as exc:
         _fail(exc)

@@ -10,6 +10,13 @@ and the job's tuned (merged) model:
 * **preference accuracy** (pairs only) — share of pairs where the model gives the chosen response a
   higher summed log-likelihood than the rejected one (ties count as misses), Wilson 95 % interval
   (:func:`feedback.kpi.stats.proportion`);
+* **preference accuracy per token** (pairs only) — the same with each answer's log-likelihood divided
+  by its token count (length-normalised, as ``acc_norm``-style multiple-choice scoring does), since
+  summed log-likelihoods favour the shorter answer whatever its quality;
+* **implicit reward accuracy** (pairs only, tuned) — DPO's own held-out measure (Rafailov et al.
+  2023, "Direct Preference Optimization", NeurIPS, eq. 5 up to β): share of pairs where
+  ``[log π_tuned(chosen) − log π_base(chosen)] − [log π_tuned(rejected) − log π_base(rejected)] > 0``,
+  Wilson 95 % interval (50 % is no preference learnt);
 * **reward-model win rate** (with ``reward_id``) — both models answer the first ``win_prompts``
   held-out prompts greedily; the reward model (:mod:`finetune.reward`) scores both answers; the
   tuned model's win rate is wins / (wins + losses), ties (equal scores, e.g. identical answers)
@@ -56,7 +63,8 @@ SCHEMA = pa.schema([
     pa.field("ci_low", pa.float64()), pa.field("ci_high", pa.float64()), pa.field("n", pa.int64()),
     pa.field("method", pa.string()), pa.field("details_json", pa.string()),
 ])
-METRICS = ("heldout_loss", "perplexity", "preference_accuracy", "reward_win_rate")
+METRICS = ("heldout_loss", "perplexity", "preference_accuracy", "preference_accuracy_per_token",
+           "implicit_reward_accuracy", "reward_win_rate", "mean_reward")
 T_METHOD = "mean with Student-t 95% interval"
 WILSON = "proportion with Wilson 95% interval"
 PAIRED = "paired difference (tuned - base): mean of per-example differences, Student-t 95% interval"
@@ -139,6 +147,18 @@ def summarise(measured: dict, rewards: dict[str, np.ndarray] | None = None, max_
                                       stats.proportion(int(right[m].sum()), len(right[m])), WILSON))
         rows.append(_estimate_row("preference_accuracy", "tuned-base",
                                   _mean(right["tuned"].astype(float) - right["base"].astype(float)), PAIRED))
+        norm = {m: arr(m, "chosen_logp") / np.maximum(arr(m, "chosen_tokens"), 1)
+                > arr(m, "rejected_logp") / np.maximum(arr(m, "rejected_tokens"), 1) for m in ("base", "tuned")}
+        for m in ("base", "tuned"):
+            rows.append(_estimate_row("preference_accuracy_per_token", m,
+                                      stats.proportion(int(norm[m].sum()), len(norm[m])), WILSON))
+        rows.append(_estimate_row("preference_accuracy_per_token", "tuned-base",
+                                  _mean(norm["tuned"].astype(float) - norm["base"].astype(float)), PAIRED))
+        shift = ((arr("tuned", "chosen_logp") - arr("base", "chosen_logp"))
+                 - (arr("tuned", "rejected_logp") - arr("base", "rejected_logp")))
+        rows.append(_estimate_row("implicit_reward_accuracy", "tuned", stats.proportion(int((shift > 0).sum()), len(shift)),
+                                  WILSON + "; DPO's implicit reward: tuned/base log-ratio of chosen > of rejected",
+                                  mean_margin_nats=float(shift.mean())))
     if rewards is not None:
         r_base, r_tuned = np.asarray(rewards["base"], float), np.asarray(rewards["tuned"], float)
         wins, losses = int((r_tuned > r_base).sum()), int((r_tuned < r_base).sum())

@@ -22,8 +22,10 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict
 
+from finetune import stream
 from finetune.build import Built
 from finetune.splits import SPLITS
 from finetune.errors import DatasetError
@@ -45,75 +47,59 @@ EXPORTS = ("openai", "bedrock", "sagemaker")
 
 
 def dataset_dict(built: Built) -> DatasetDict:
-    """The splits as a ``DatasetDict`` with the format's fixed schema (empty splits included)."""
-    schema = SCHEMAS[built.spec.format]
-    return DatasetDict({name: Dataset(pa.Table.from_pylist(built.splits[name].to_dict("records"), schema=schema))
+    """The splits as a ``DatasetDict`` with the format's fixed schema (empty splits included), read from
+    the written Parquet files."""
+    return DatasetDict({name: Dataset(pq.read_table(built.files / "data" / f"{name}.parquet"))
                         for name in SPLITS})
-
-
-def _json(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False, sort_keys=False)
 
 
 def export_record(fmt: str, target: str, row: dict) -> dict | None:
     """One row in an export format (None: the target has no such format, e.g. KTO for OpenAI)."""
-    if target == "sagemaker":
-        keep = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
-        return {k: row[k] for k in keep[fmt]}
-    if target == "openai":
-        if fmt == "sft":
-            return {"messages": row["messages"]}
-        if fmt == "preference":
-            return {"input": {"messages": row["prompt"]}, "preferred_output": row["chosen"],
-                    "non_preferred_output": row["rejected"]}
-        return None
-    if fmt != "sft":
-        return None
-    system = [{"text": m["content"]} for m in row["messages"] if m["role"] == "system"]
-    turns = [{"role": m["role"], "content": [{"text": m["content"]}]} for m in row["messages"] if m["role"] != "system"]
-    return {"schemaVersion": "bedrock-conversation-2024", **({"system": system} if system else {}), "messages": turns}
+    return stream.export_record(fmt, target, row)
 
 
 def write_exports(built: Built, out: Path, targets: tuple[str, ...] = EXPORTS) -> dict[str, int]:
-    """JSONL exports under ``out/<target>/<split>.jsonl``; returns rows written per target."""
+    """Copy the build's JSONL exports to ``out/<target>/<split>.jsonl``; returns rows per target (0 and no
+    folder for a target that takes no such format). Raises DatasetError for an unknown target."""
     unknown = [t for t in targets if t not in EXPORTS]
     if unknown:
         raise DatasetError(f"unknown export {unknown[0]!r}; one of {', '.join(EXPORTS)}")
-    rows = {name: _plain(built.splits[name]) for name in SPLITS}  # once per split, not per target
     written = {}
     for target in targets:
-        count = 0
+        source = built.files / "exports" / target
+        if not source.is_dir():
+            written[target] = 0
+            continue
+        (out / target).mkdir(parents=True, exist_ok=True)
         for name in SPLITS:
-            records = [export_record(built.spec.format, target, r) for r in rows[name]]
-            if any(r is None for r in records):
-                break
-            (out / target).mkdir(parents=True, exist_ok=True)
-            with open(out / target / f"{name}.jsonl", "w", encoding="utf-8") as fh:
-                fh.writelines(_json(r) + "\n" for r in records)
-            count += len(records)
-        written[target] = count
+            shutil.copyfile(source / f"{name}.jsonl", out / target / f"{name}.jsonl")
+        written[target] = built.exports.get(target, 0)
     return written
 
 
-def _plain(frame) -> list[dict]:
-    """Rows as plain Python (lists of dicts, no numpy arrays) for JSON."""
-    return pa.Table.from_pandas(frame, preserve_index=False).to_pylist() if len(frame) else []
-
-
 def write(built: Built, root: Path) -> Path:
-    """Write ``built`` under ``root/<version>`` (replacing a partial earlier write); return the folder."""
+    """Put ``built`` under ``root/<version>`` (replacing a partial or earlier write) with its card, spec and
+    lineage; return the folder. The build's files are moved there (a rename when on the same file system)
+    the first time, copied from there on later calls."""
     folder = root / built.version
     tmp = root / f".{built.version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
-    for name, ds in dataset_dict(built).items():
-        ds.to_parquet(str(tmp / "data" / f"{name}.parquet"))
-    exports = write_exports(built, tmp / "exports")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
+    for part in ("data", "exports"):
+        if (built.files / part).exists():
+            if built.staged:
+                shutil.move(str(built.files / part), str(tmp / part))
+            else:
+                shutil.copytree(built.files / part, tmp / part)
     (tmp / "spec.yaml").write_text(built.spec.canonical_yaml())
-    (tmp / "lineage.json").write_text(json.dumps(lineage(built, exports), indent=2, sort_keys=True) + "\n")
-    (tmp / "README.md").write_text(card(built, exports))
+    (tmp / "lineage.json").write_text(json.dumps(lineage(built, built.exports), indent=2, sort_keys=True) + "\n")
+    (tmp / "README.md").write_text(card(built, built.exports))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    if built.staged:
+        shutil.rmtree(built.files, ignore_errors=True)
+    built.files, built.staged = folder, False
     return folder
 
 

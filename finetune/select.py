@@ -42,12 +42,14 @@ class LakeSnapshot:
         return {"interactions": self.interactions, "feedback": self.feedback}
 
 
-def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: LakeSnapshot | None = None
+def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: LakeSnapshot | None = None,
+              memory_limit: str | None = None, threads: int | None = None
               ) -> tuple[duckdb.DuckDBPyConnection, LakeSnapshot]:
-    """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones).
+    """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones);
+    ``memory_limit`` (e.g. ``"1GB"``, DuckDB spills beyond it) and ``threads`` cap the connection.
     Raises DatasetError when a table has no data or the snapshot is unknown."""
     lake = lake or LakeSettings()
-    con = duck.connect()
+    con = duck.connect(memory_limit, threads)
     ids = {}
     for name in SOURCE_TABLES:
         table = load_table_if_exists(catalog, lake, name)
@@ -121,6 +123,12 @@ def sft_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> pd.Data
     """Columns: conversation_id, message_id, prompt (list of {role, content}), response (the
     correction where there is one), corrected, origin (why it qualified, comma-joined), source, app,
     model, prompt_version, unsafe. Ordered by conversation_id, message_id."""
+    sql, params = sft_query(con, spec)
+    return con.execute(sql, params).df()
+
+
+def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
+    """The SQL and bound values of :func:`sft_candidates` (creates its temp views on ``con``)."""
     sel = spec.selection
     _feedback_views(con, spec)
     params: list = []
@@ -134,7 +142,7 @@ def sft_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> pd.Data
         reasons.append("CASE WHEN a.correction IS NOT NULL THEN 'correction' END")
     origin = f"concat_ws(',', {', '.join(reasons)})"
     response = "coalesce(a.correction, i.response)" if sel.use_corrections else "i.response"
-    return con.execute(f"""
+    return f"""
         WITH w AS (SELECT chosen_message_id AS message_id, count(*) AS wins FROM fb
                    WHERE kind = 'preference' AND NOT coalesce(preference_tie, false) GROUP BY 1)
         SELECT * FROM (
@@ -143,7 +151,7 @@ def sft_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> pd.Data
                    {origin} AS origin, coalesce(a.unsafe, false) AS unsafe
             FROM interactions i LEFT JOIN per_answer a USING (message_id) LEFT JOIN w USING (message_id)
             WHERE {where})
-        WHERE origin <> '' ORDER BY conversation_id, message_id""", params).df()
+        WHERE origin <> '' ORDER BY conversation_id, message_id""", params
 
 
 def preference_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
@@ -153,6 +161,15 @@ def preference_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> 
     rejected_message_id, strength (explicit preferences only), origin (preference | thumbs |
     correction), source, app, model (chosen's), rejected_model, prompt_version, unsafe (the chosen
     answer carries a safety label). The chosen answer must be in the selection."""
+    sql, params = preference_query(con, spec)
+    frame = con.execute(sql, params).df()
+    conflicting = int(frame["conflicting"].sum()) if len(frame) else 0
+    return frame[~frame["conflicting"]].drop(columns="conflicting").reset_index(drop=True), conflicting
+
+
+def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
+    """The SQL and bound values of :func:`preference_candidates`, with a ``conflicting`` column (rows to
+    drop and count). Raises DatasetError when no pair source is enabled."""
     sel = spec.selection
     _feedback_views(con, spec)
     params: list = []
@@ -179,7 +196,7 @@ def preference_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> 
             FROM interactions c JOIN per_answer a ON a.message_id = c.message_id AND a.correction IS NOT NULL""")
     if not parts:
         raise DatasetError("preference: enable at least one of use_preferences, use_thumbs, use_corrections")
-    frame = con.execute(f"""
+    return f"""
         WITH pairs AS ({' UNION ALL '.join(parts)}),
         flipped AS (SELECT DISTINCT p.chosen_message_id, p.rejected_message_id FROM pairs p JOIN pairs q
                     ON q.chosen_message_id = p.rejected_message_id AND q.rejected_message_id = p.chosen_message_id
@@ -193,10 +210,8 @@ def preference_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> 
              LEFT JOIN per_answer a ON a.message_id = c.message_id
              LEFT JOIN flipped x ON x.chosen_message_id = p.chosen_message_id AND x.rejected_message_id = p.rejected_message_id
         WHERE {where}
-        ORDER BY c.conversation_id, p.chosen_message_id, p.rejected_message_id, p.origin, p.strength DESC NULLS LAST""",
-        params).df()
-    conflicting = int(frame["conflicting"].sum()) if len(frame) else 0
-    return frame[~frame["conflicting"]].drop(columns="conflicting").reset_index(drop=True), conflicting
+        ORDER BY c.conversation_id, p.chosen_message_id, p.rejected_message_id, p.origin, p.strength DESC NULLS LAST""", \
+        params
 
 
 def kto_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
@@ -204,13 +219,31 @@ def kto_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[p
 
     Columns: conversation_id, message_id, prompt, response, label (bool), source, app, model,
     prompt_version, unsafe."""
+    sql, params = kto_query(con, spec)
+    frame = con.execute(sql, params).df()
+    tied = int(frame["tied"].sum()) if len(frame) else 0
+    return frame[~frame["tied"]].drop(columns="tied").reset_index(drop=True), tied
+
+
+def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
+    """The SQL and bound values of :func:`kto_candidates`, with a ``tied`` column (rows to drop and count)."""
     _feedback_views(con, spec)
     params: list = []
     where = answer_filter(spec.selection, params)
-    frame = con.execute(f"""
+    return f"""
         SELECT {ANSWER_COLS}, a.ups > a.downs AS label, a.ups = a.downs AS tied, coalesce(a.unsafe, false) AS unsafe
         FROM interactions i JOIN per_answer a USING (message_id)
         WHERE a.ups + a.downs > 0 AND {where}
-        ORDER BY i.conversation_id, i.message_id""", params).df()
-    tied = int(frame["tied"].sum()) if len(frame) else 0
-    return frame[~frame["tied"]].drop(columns="tied").reset_index(drop=True), tied
+        ORDER BY i.conversation_id, i.message_id""", params
+
+
+DROPPED_FLAG = {"sft": None, "preference": ("conflicting", "conflicting pairs dropped"),
+                "kto": ("tied", "as many thumbs up as down (dropped)")}
+"""Per format: the query's flag column of rows dropped before ``selected``, and the card's name for them."""
+
+
+def candidate_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
+    """SQL and bound values of the format's candidates, ordered by conversation_id first (the streaming
+    build relies on it); see :data:`DROPPED_FLAG` for the flag column to filter. Raises DatasetError as
+    the format's query does."""
+    return {"sft": sft_query, "preference": preference_query, "kto": kto_query}[spec.format](con, spec)

@@ -87,6 +87,11 @@ def test_a_local_dpo_job_trains_records_and_evaluates(env):
         loss = result.value("heldout_loss", model)
         ppl = result.value("perplexity", model)
         assert ppl.value == pytest.approx(np.exp(loss.value))
+    # the dashboard's Models page shows this evaluation, values and intervals as stored
+    table = _models_page_table(stack, result.eval_id)
+    acc = table.set_index("metric").loc["Preference accuracy"]
+    tuned = result.value("preference_accuracy", "tuned")
+    assert acc["tuned"] == f"{tuned.value:.4f} [{tuned.ci_low:.4f}, {tuned.ci_high:.4f}]" and acc["n"] == 6
     # the base model's preference accuracy, recomputed with transformers' own loss on the full texts
     model, tok = likelihood.load(basemodel.resolve(basemodel.SMOLLM2), "cpu")
     right = 0
@@ -95,6 +100,29 @@ def test_a_local_dpo_job_trains_records_and_evaluates(env):
         lp = [_logp_by_loss(model, tok, prompt, row[side][0]["content"]) for side in ("chosen", "rejected")]
         right += lp[0] > lp[1]
     assert result.value("preference_accuracy", "base").value == pytest.approx(right / 6)
+
+
+def _models_page_table(stack, eval_id):
+    """The fine-tune comparison table of the dashboard's Models page (Streamlit AppTest)."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboards.ui import shared_lake
+    from feedback.config import KpiSettings
+    from feedback.kpi.maintainer import KpiMaintainer
+
+    KpiMaintainer(stack.catalog(), stack.lake, KpiSettings()).refresh()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**stack.env, "FLYWHEEL_DASHBOARD_LAG_TIMEOUT_S": "1"}.items():
+            mp.setenv(key, value)
+        shared_lake.clear()
+        at = AppTest.from_file(str(Path(__file__).parents[1] / "dashboards" / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page("views/models.py")
+        at.query_params["eval"] = eval_id
+        at.run()
+        shared_lake.clear()
+    assert not at.exception, [e.value for e in at.exception]
+    return next(d.value for d in at.dataframe if "verdict" in d.value.columns)
 
 
 def _dataset_path(catalog, version):

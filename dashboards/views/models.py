@@ -3,7 +3,7 @@ warnings), and every value of the dimension with its interval."""
 
 import streamlit as st
 
-from dashboards import charts, queries
+from dashboards import charts, finetuned, queries
 from dashboards.ui import cached, fmt_delta, fmt_interval, fmt_value, page_context, set_page_param
 from feedback.kpi.definitions import KPIS
 
@@ -32,6 +32,7 @@ board = cached(ctx, "by_group", lambda: queries.by_group(ctx.lake, kpi, f, ctx.k
 options = values[dim]
 if len(options) < 2:
     st.info(f"Only {len(options)} value(s) of {dim} in the lake: nothing to compare.")
+    finetuned.render(ctx.lake.catalog, repr(ctx.version))
     st.stop()
 # default A/B: the two values with the most observations of this KPI
 ranked = [v for v in board.assign(_n=board["n"].fillna(0)).sort_values("_n", ascending=False)[dim] if v in options] if not board.empty else []
@@ -73,3 +74,5 @@ else:
                  column_config={"value": st.column_config.NumberColumn(format="%.4f"),
                                 "ci_low": st.column_config.NumberColumn("95% low", format="%.4f"),
                                 "ci_high": st.column_config.NumberColumn("95% high", format="%.4f")})
+
+finetuned.render(ctx.lake.catalog, repr(ctx.version))

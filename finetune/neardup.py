@@ -1,0 +1,148 @@
+"""Streaming exact and near-duplicate clusters of texts, with compact per-text state.
+
+:class:`StreamingClusters` sees texts batch after batch, in stream order, and gives each a cluster id:
+
+* **exact**: a text whose :func:`finetune.dedup.normalise`-d form equals an earlier text's gets that
+  text's cluster (matched by :func:`finetune.dedup`'s 64-bit word-sequence fingerprints and word count,
+  mixed into one 64-bit key);
+* **near**: a new text of more than ``shingle_words`` words gets the MinHash signature and LSH band keys
+  :func:`finetune.dedup.deduplicate` computes (same shingles, permutations and bands). It joins the
+  cluster of the earliest earlier text it shares a band with (greedy, no union-find and no signature
+  kept: the Jaccard estimate is *not* re-checked against the full signature, so a pair sharing a band at
+  a similarity below the threshold -- probability ``1 - (1 - s**r)**b``, about 0.5 % at s = 0.5 and
+  20 % at s = 0.7 with 11 bands of 11 -- is treated as near duplicates); otherwise it starts a cluster.
+
+Every pair of texts that share a band key is also recorded as a *link* between their clusters
+(:attr:`StreamingClusters.links`), so a union-find over links joins everything LSH could call similar:
+splits built on that closure never separate two texts :func:`finetune.dedup.deduplicate` would join.
+
+State, O(distinct texts), not O(text size): one 12-byte entry per distinct text (exact key) and one per
+new band key (up to ``bands`` a text, 11 at the default threshold) in :class:`finetune.keyindex.KeyIndex`
+-- about 150 bytes a distinct long text -- plus 8 bytes a link. Signatures live only for the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from finetune import dedup
+from finetune.keyindex import KeyIndex, mix64
+
+__all__ = ["StreamingClusters", "exact_keys"]
+
+_BAND_MUL = np.uint64(0x100000001B3)
+_CHUNK_CHARS = 1 << 21
+
+
+def exact_keys(texts: Sequence[str], shingle_words: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(key, n_shingles, shingle_hash)`` of ``texts`` (n strings): ``key`` uint64 (n,) equal exactly when
+    the :func:`finetune.dedup.normalise`-d texts are (up to a 2**-64 collision), ``n_shingles`` int64 (n,)
+    and the shingle hashes (uint32, text by text) that :func:`finetune.dedup.deduplicate` uses. Texts are
+    hashed in pieces of about 2 MB (the hashing needs some 30 bytes of scratch a byte of text)."""
+    texts = list(texts)
+    keys, counts, hashes = [], [], []
+    start = 0
+    while start < len(texts):
+        stop, size = start, 0
+        while stop < len(texts) and (stop == start or size + len(texts[stop]) < _CHUNK_CHARS):
+            size += len(texts[stop]) + 1
+            stop += 1
+        key1, key2, n_words, n_shingles, shingle_hash = dedup._fingerprints(texts[start:stop], shingle_words)
+        keys.append(mix64(key1, key2, n_words))
+        counts.append(n_shingles)
+        hashes.append(shingle_hash)
+        start = stop
+    if not keys:
+        return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.uint32)
+    return np.concatenate(keys), np.concatenate(counts), np.concatenate(hashes)
+
+
+class StreamingClusters:
+    """Cluster ids for a stream of texts (see the module doc). Ids are dense ints from 0 in order of the
+    cluster's first text. ``config``: :class:`finetune.dedup.DedupConfig`. ``keep_links``: record links
+    between clusters that share band keys (needed for splits). Raises ``ValueError`` for a bad config."""
+
+    def __init__(self, config: dedup.DedupConfig = dedup.DedupConfig(), keep_links: bool = False) -> None:
+        self.config = config
+        self.bands, self.rows = dedup._bands(config.threshold, config.num_perm)
+        self.perm = dedup._permutations(config.num_perm, config.seed)
+        self.salt = (np.arange(1, self.bands + 1, dtype=np.uint64) * _BAND_MUL)[:, None]
+        self.exact = KeyIndex()
+        self.band_index = KeyIndex()
+        self.next_id = 0
+        self.keep_links = keep_links
+        self._links: list[np.ndarray] = []
+
+    @property
+    def links(self) -> np.ndarray:
+        """int64 (m, 2): pairs of cluster ids whose texts share an LSH band key."""
+        return np.concatenate(self._links) if self._links else np.empty((0, 2), dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cross-batch state, in bytes."""
+        return self.exact.nbytes + self.band_index.nbytes + sum(x.nbytes for x in self._links)
+
+    def assign(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(cluster, key)`` for a batch of texts in stream order: int64 cluster ids and uint64 exact keys,
+        one per text. Later calls see this batch as earlier texts. Raises ``TypeError`` for a non-str."""
+        n = len(texts)
+        if n == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
+        key, n_shingles, shingle_hash = exact_keys(texts, self.config.shingle_words)
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        cluster_u = self.exact.get(uniq)
+        new_u = np.flatnonzero(cluster_u < 0)
+        new_u = new_u[np.argsort(first[new_u], kind="stable")]  # new distinct texts in stream order
+        if len(new_u):
+            cluster_u[new_u] = self._assign_new(first[new_u], n_shingles, shingle_hash)
+            self.exact.add(uniq[new_u], cluster_u[new_u])
+        return cluster_u[inverse.ravel()], key
+
+    def _assign_new(self, rows: np.ndarray, n_shingles: np.ndarray, shingle_hash: np.ndarray) -> np.ndarray:
+        """Cluster ids of the new distinct texts at batch positions ``rows`` (ascending)."""
+        m = len(rows)
+        cluster = np.full(m, -1, dtype=np.int64)
+        long = n_shingles[rows] > 0
+        li = np.flatnonzero(long)
+        follow = np.arange(m)
+        if len(li):
+            starts = np.cumsum(n_shingles) - n_shingles
+            hv = np.concatenate([shingle_hash[starts[r]:starts[r] + n_shingles[r]] for r in rows[li]])
+            sig_t = dedup._minhash(hv, n_shingles[rows[li]], *self.perm)
+            keys = dedup._fmix64(dedup._band_keys(sig_t, self.bands, self.rows) ^ self.salt)  # (bands, L)
+            hits = self.band_index.get(keys).reshape(keys.shape)  # earlier batches' clusters, -1 none
+            hit_any = (hits >= 0).any(axis=0)
+            best = np.where(hits >= 0, hits, np.iinfo(np.int64).max).min(axis=0)
+            cluster[li[hit_any]] = best[hit_any]
+            # within the batch: the first earlier text holding the same band key
+            first_member = np.empty_like(hits)
+            for b in range(self.bands):
+                _, fb, inv = np.unique(keys[b], return_index=True, return_inverse=True)
+                first_member[b] = fb[inv.ravel()]
+            prior = np.where(first_member < np.arange(len(li)), first_member, len(li)).min(axis=0)
+            chained = ~hit_any & (prior < len(li))
+            follow[li[chained]] = li[prior[chained]]
+            new_keys = (hits < 0) & (first_member == np.arange(len(li)))
+        roots = cluster < 0
+        roots &= follow == np.arange(m)
+        cluster[roots] = self.next_id + np.arange(int(roots.sum()))
+        self.next_id += int(roots.sum())
+        while True:  # follow chains to a text with a cluster (pointer jumping; follow[j] < j)
+            nxt = follow[follow]
+            if np.array_equal(nxt, follow):
+                break
+            follow = nxt
+        cluster = np.where(cluster >= 0, cluster, cluster[follow])
+        if len(li):
+            cl = cluster[li]
+            self.band_index.add(keys[new_keys], np.broadcast_to(cl, keys.shape)[new_keys])
+            if self.keep_links:
+                other = np.where(hits >= 0, hits, cl[first_member])
+                pairs = np.stack([np.broadcast_to(cl, keys.shape).ravel(), other.ravel()], axis=1)
+                pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+                if len(pairs):
+                    self._links.append(np.unique(pairs, axis=0))
+        return cluster
