@@ -2,7 +2,7 @@
 
 It syncs the shared lake connection, draws the global filters and the freshness banner, and runs
 the page the URL names (``/overview``, ``/models``, ``/feedback``, ``/conversations``,
-``/cost``, ``/health``). The pages read the lake and the KPI tables only.
+``/cost``, ``/health``, ``/topics``). The pages read the lake and the KPI tables only.
 """
 
 from pathlib import Path
@@ -20,6 +20,7 @@ PAGES = {  # url path: (title, icon)
     "conversations": ("Conversations", ":material/forum:"),
     "cost": ("Cost & latency", ":material/speed:"),
     "health": ("Data health", ":material/monitor_heart:"),
+    "topics": ("Topics", ":material/category:"),
 }
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cycle:", layout="wide")

@@ -65,6 +65,24 @@ def _register_reward() -> None:
 
 _register_reward()
 
+
+def _register_topics() -> None:
+    from feedback.topics.cli import topics_app
+
+    app.add_typer(topics_app, name="topics")
+
+
+_register_topics()
+
+
+def _register_synth() -> None:
+    from finetune.synth.cli import synth_app
+
+    app.add_typer(synth_app, name="synth")
+
+
+_register_synth()
+
 ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
 
 
