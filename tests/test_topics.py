@@ -167,6 +167,26 @@ def test_drift_same_distribution_vs_different_sources(built):
     assert diff.m_total > 100 and diff.n_total > 100
 
 
+def test_drift_permutes_whole_conversations(built):
+    """Two months of the same source: permuting single prompts calls it drift (a conversation's
+    turns share a window and a topic), permuting whole conversations does not."""
+    from datetime import UTC, datetime
+
+    from feedback.topics.drift import window_groups
+
+    stack, settings, _, embedder, _ = built
+    con = store.connect(stack.catalog(), stack.lake)
+    where = "i.app = 'oasst1'"
+    (fa, ga), (ma, gm) = (window_groups(con, datetime(2023, 2, 1, tzinfo=UTC), datetime(2023, 3, 1, tzinfo=UTC), where),
+                          window_groups(con, datetime(2023, 3, 1, tzinfo=UTC), datetime(2023, 4, 1, tzinfo=UTC), where))
+    assert len(set(ga)) < len(ga) and len(set(gm)) < len(gm)  # conversations with several prompts
+    X, Y = embedder.embed(fa), embedder.embed(ma)
+    by_prompt = mmd_test(X, Y, permutations=300)
+    by_conversation = mmd_test(X, Y, permutations=300, groups_x=ga, groups_y=gm)
+    assert by_prompt.mmd2 == by_conversation.mmd2  # same statistic, different null distribution
+    assert by_prompt.p_value < 0.05 < by_conversation.p_value
+
+
 def test_topics_page_renders_topics_and_drift(built):
     stack, _, _, _, result = built
     params = {"range": "all", "app": "oasst1"}
