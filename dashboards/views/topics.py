@@ -140,7 +140,7 @@ st.subheader("Prompt drift")
 d1, d2 = st.columns([1, 3])
 drift_grain = d1.selectbox("Window", ["week", "day"], key="drift_grain")
 st.caption("MMD² between each window's distinct prompt embeddings and those of the first window with 20 or more (the reference), RBF kernel with "
-           "median-heuristic bandwidth, permutation p-value (Gretton et al. 2012); at most "
+           "median-heuristic bandwidth, permutation p-value moving whole conversations (Gretton et al. 2012); at most "
            f"{settings.drift_max_per_window:,} prompts per window; windows with fewer than 20 distinct prompts are skipped.")
 
 
