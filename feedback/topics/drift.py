@@ -162,16 +162,7 @@ def window_texts(con, start: datetime | None, end: datetime | None, where: str =
     several times (sibling answers in OASST1, four models in Tulu, chosen/rejected in HH-RLHF) counts
     once, so the test compares what was asked, not how often it was answered — and exact ties, which
     inflate the within-window kernel sums of small windows, are avoided."""
-    clauses, args = [where], list(params or [])
-    if start is not None:
-        clauses.append("i.occurred_at >= ?")
-        args.append(start)
-    if end is not None:
-        clauses.append("i.occurred_at < ?")
-        args.append(end)
-    rows = con.execute(f"""SELECT DISTINCT {prompt_text_sql('i')} AS t FROM interactions i
-                           WHERE {' AND '.join(clauses)} ORDER BY t""", args).fetchall()
-    return [r[0] for r in rows]
+    return window_groups(con, start, end, where, params)[0]
 
 
 def drift_between(con, a: tuple[datetime | None, datetime | None], b: tuple[datetime | None, datetime | None],
