@@ -7,6 +7,10 @@
     flywheel kpi list|show|compare|rebuild|refresh|follow|status
     flywheel dashboard                    the Streamlit dashboard on the lake and KPI tables
     flywheel dataset build|list|show|export   curated SFT / preference / KTO datasets
+    flywheel finetune launch|status|list|stop|logs|eval   fine-tune jobs (local or SageMaker) and evaluation
+    flywheel reward train|list            reward models from preference pairs
+    flywheel topics build|assign|list|show|drift   prompt topics, satisfaction per topic, drift
+    flywheel synth run                    synthetic training data for chosen topics
     flywheel demo                         all of the above on the real data, one command
 """
 
@@ -21,6 +25,12 @@ import typer
 
 from feedback.config import IngestSettings, LakeSettings, kafka_settings
 from feedback.errors import FlywheelError
+from feedback.kpi.cli import kpi_app
+from feedback.topics.cli import topics_app
+from finetune.cli import dataset_app
+from finetune.jobs.cli import finetune_app
+from finetune.reward_cli import reward_app
+from finetune.synth.cli import synth_app
 
 app = typer.Typer(help="Flywheel: LLM feedback events → Kafka → Iceberg → KPIs → datasets → fine-tunes.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -28,60 +38,12 @@ broker_app = typer.Typer(help="The embedded Kafka-protocol broker (Tansu, memory
 lake_app = typer.Typer(help="The Iceberg lake.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(lake_app, name="lake")
-
-
-def _register_kpi() -> None:
-    from feedback.kpi.cli import kpi_app
-
-    app.add_typer(kpi_app, name="kpi")
-
-
-_register_kpi()
-
-
-def _register_dataset() -> None:
-    from finetune.cli import dataset_app
-
-    app.add_typer(dataset_app, name="dataset")
-
-
-_register_dataset()
-
-
-def _register_finetune() -> None:
-    from finetune.jobs.cli import finetune_app
-
-    app.add_typer(finetune_app, name="finetune")
-
-
-_register_finetune()
-
-
-def _register_reward() -> None:
-    from finetune.reward_cli import reward_app
-
-    app.add_typer(reward_app, name="reward")
-
-
-_register_reward()
-
-
-def _register_topics() -> None:
-    from feedback.topics.cli import topics_app
-
-    app.add_typer(topics_app, name="topics")
-
-
-_register_topics()
-
-
-def _register_synth() -> None:
-    from finetune.synth.cli import synth_app
-
-    app.add_typer(synth_app, name="synth")
-
-
-_register_synth()
+app.add_typer(kpi_app, name="kpi")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(finetune_app, name="finetune")
+app.add_typer(reward_app, name="reward")
+app.add_typer(topics_app, name="topics")
+app.add_typer(synth_app, name="synth")
 
 ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
 

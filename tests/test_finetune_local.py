@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from feedback.cli import app
+from tests.datasets import build_version
 from finetune import basemodel, evaluate, likelihood
 from finetune.jobs import registry
 
@@ -31,14 +31,9 @@ def env(lake, tmp_path_factory):
     mp.setenv("FLYWHEEL_HOME", str(stack.home))
     mp.setenv("FLYWHEEL_DATASET_ROOT", str(root / "datasets"))
     mp.setenv("FLYWHEEL_FINETUNE_ROOT", str(root / "jobs"))
-    versions = {}
-    for name, spec in {"pref": {"format": "preference", "selection": {"apps": ["tulu1_human_eval"]}},
-                       "sft": {"format": "sft", "selection": {"apps": ["tulu1_human_eval"]}}}.items():
-        path = root / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({"name": f"ft-{name}", "cleaning": {"pii": False}, **spec}))
-        out = runner.invoke(app, ["dataset", "build", str(path)])
-        assert out.exit_code == 0, out.output
-        versions[name] = next(w for w in out.output.split() if w.startswith(f"ft-{name}-"))
+    catalog = stack.catalog()
+    versions = {name: build_version(catalog, root, f"ft-{name}", fmt)["version"]
+                for name, fmt in (("pref", "preference"), ("sft", "sft"))}
     yield stack, versions, root
     mp.undo()
 

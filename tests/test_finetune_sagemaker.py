@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSResponse
 from typer.testing import CliRunner
 
 from feedback.cli import app
-from finetune import registry as datasets
+from tests.datasets import build_version
 from finetune.errors import JobError
 from finetune.jobs import registry
 from finetune.jobs.config import JobConfig, SageMakerSettings
@@ -57,16 +57,11 @@ def dataset(lake, tmp_path_factory):
     """A real preference dataset version (tulu human-eval pairs) built with `flywheel dataset build`."""
     stack, _ = lake
     tmp = tmp_path_factory.mktemp("sm-dataset")
-    spec = tmp / "sm-pref.yaml"
-    spec.write_text("name: sm-pref\nformat: preference\nselection:\n  apps: [tulu1_human_eval]\n"
-                    "cleaning:\n  pii: false\n")
+    catalog = stack.catalog()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLYWHEEL_HOME", str(stack.home))
         mp.setenv("FLYWHEEL_DATASET_ROOT", str(tmp / "datasets"))
-        result = CliRunner().invoke(app, ["dataset", "build", str(spec)])
-        assert result.exit_code == 0, result.output
-    catalog = stack.catalog()
-    row = [r for r in datasets.versions(catalog, stack.lake) if r["version"].startswith("sm-pref-")][-1]
+        row = build_version(catalog, tmp, "sm-pref", "preference")
     return catalog, stack.lake, row
 
 

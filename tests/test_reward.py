@@ -8,26 +8,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from statsmodels.stats.proportion import proportion_confint
 from typer.testing import CliRunner
 
-from feedback.cli import app
+from tests.datasets import build_version
 from finetune import registry, reward
 from finetune.errors import RewardError
 from finetune.reward_cli import reward_app
 
 runner = CliRunner()
 TRAIN_ARGS = ["--max-steps", "3", "--batch-size", "4", "--max-length", "64", "--seed", "7"]
-
-
-def _build(catalog, tmp: Path, name: str, fmt: str) -> str:
-    spec = tmp / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump({"name": name, "format": fmt, "selection": {"apps": ["tulu1_human_eval"]},
-                                    "cleaning": {"pii": False}}))
-    result = runner.invoke(app, ["dataset", "build", str(spec)])
-    assert result.exit_code == 0, result.output
-    return next(r["version"] for r in registry.versions(catalog) if r["name"] == name and r["format"] == fmt)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +30,8 @@ def trained(lake, tmp_path_factory):
         mp.setenv("FLYWHEEL_DATASET_ROOT", str(tmp / "datasets"))
         mp.setenv("FLYWHEEL_FINETUNE_REWARD_ROOT", str(tmp / "reward_models"))
         catalog = stack.catalog()
-        pref = _build(catalog, tmp, "rm-pref", "preference")
-        sft = _build(catalog, tmp, "rm-sft", "sft")
+        pref = build_version(catalog, tmp, "rm-pref", "preference")["version"]
+        sft = build_version(catalog, tmp, "rm-sft", "sft")["version"]
         result = runner.invoke(reward_app, ["train", "--dataset", pref, *TRAIN_ARGS])
         assert result.exit_code == 0, result.output
         assert "test accuracy" in result.output and "95% CI" in result.output

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from feedback.cli import app
+from tests.datasets import build_version
 from feedback.config import LakeSettings
 from feedback.lake.catalog import load_table_if_exists
 from feedback.lake.read import lake_connection
@@ -53,12 +53,7 @@ def env(lake, tmp_path_factory):
         mp.setenv("FLYWHEEL_SYNTH_CACHE_PATH", str(tmp / "cache.sqlite"))
         catalog = stack.catalog()
         started = time.perf_counter()
-        spec = tmp / "syn-ref.yaml"
-        spec.write_text(yaml.safe_dump({"name": "syn-ref", "format": "preference", "selection": {"apps": [APP]},
-                                        "cleaning": {"pii": False}}))
-        result = runner.invoke(app, ["dataset", "build", str(spec)])
-        assert result.exit_code == 0, result.output
-        ref = next(r for r in registry.versions(catalog) if r["name"] == "syn-ref")
+        ref = build_version(catalog, tmp, "syn-ref", "preference", (APP,))
         result = runner.invoke(app, ["reward", "train", "--dataset", ref["version"], "--max-steps", "2",
                                      "--max-length", "64"])
         assert result.exit_code == 0, result.output
