@@ -180,8 +180,7 @@ def _ago(when: datetime | None) -> str:
 def lag_now(timeout_s: float) -> tuple[int | None, str | None]:
     """(total consumer lag, None) or (None, why it is unknown); asked of the bus at most every 5 s."""
     from feedback.ingest.lag import consumer_lag
-    from feedback.config import kafka_settings
-    from feedback.config import IngestSettings
+    from feedback.config import IngestSettings, kafka_settings
     from feedback.errors import FlywheelError
 
     try:

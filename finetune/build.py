@@ -60,11 +60,6 @@ class BuildReport:
     state_bytes: int = 0
     pii_workers: int = 0
 
-    def step(self, name: str, rows: int, dropped: int | None = None) -> None:
-        self.steps.append((name, rows))
-        if dropped is not None:
-            self.dropped[name] = dropped
-
 
 class _Splits(Mapping):
     """``split name → pandas DataFrame``, read from the written Parquet file on access (nothing is held)."""
@@ -119,7 +114,7 @@ def build(catalog: Catalog, spec: DatasetSpec, lake: LakeSettings | None = None,
     :func:`finetune.output.write` moved it. Raises DatasetError when the lake has no data, the snapshot
     is unknown or nothing is selected."""
     started = time.perf_counter()
-    _, snap = select.open_lake(catalog, lake, snapshot)
+    snap = select.resolve_snapshot(catalog, lake, snapshot)
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=workdir))

@@ -40,7 +40,7 @@ def dataset_build(spec_path: Path = typer.Argument(..., help="YAML spec (see fin
         root = DatasetSettings().root
         built = build.build(catalog, spec, snapshot=snapshot, workdir=root)
         folder = output.write(built, root)
-        new = registry.register(catalog, built, folder, json.loads((folder / "lineage.json").read_text()))
+        new = registry.register(catalog, built, folder, output.lineage(built, built.exports))
     except FlywheelError as exc:
         _fail(exc)
     for step, rows in built.report.steps:

