@@ -34,8 +34,7 @@ sys.path.insert(0, str(ROOT))
 def train_and_measure(data: Path, model: Path, out: Path, answer_prompts: int, max_new_tokens: int,
                       batch_size: int, flags: list[str], limit: int | None = None,
                       reward_encoder: Path | None = None) -> None:
-    from finetune import likelihood
-    from finetune.heldout import held_out
+    from finetune import evaluate
 
     out.mkdir(parents=True, exist_ok=True)
     channel = out / "train_channel"
@@ -51,13 +50,9 @@ def train_and_measure(data: Path, model: Path, out: Path, answer_prompts: int, m
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     metrics["wall_s_including_load"] = round(train_wall_s, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
-    test = held_out(data, "test", limit)
-    max_length = int(metrics["hyperparameters"]["max_length"])
     started = time.perf_counter()
-    measured = likelihood.measure({"base": str(model), "tuned": str(out / "model" / "merged")}, list(test["prompt"]),
-                                  list(test["chosen"]), list(test["rejected"]) if test["rejected"].notna().all() else None,
-                                  answer_prompts, max_new_tokens, max_length, batch_size)
-    measured["prompts"] = list(test["prompt"])
+    measured = evaluate.measure_held_out(str(model), str(out / "model" / "merged"), data, "test", limit, answer_prompts,
+                                         max_new_tokens, int(metrics["hyperparameters"]["max_length"]), batch_size)
     measured["measure_s"] = round(time.perf_counter() - started, 1)
     (out / "measured.json").write_text(json.dumps(measured))
     if reward_encoder:
@@ -69,14 +64,14 @@ def train_and_measure(data: Path, model: Path, out: Path, answer_prompts: int, m
 def reward_on_answers(data: Path, encoder: Path, out: Path, measured: dict) -> None:
     """Train a reward model on the same dataset's train split (:func:`finetune.reward.train_version`,
     default RewardConfig) and score both models' answers with it; writes ``rewards.json``."""
+    from finetune import evaluate
     from finetune.reward import RewardModel, train_version
 
     row = train_version({"version": data.name, "format": "preference", "path": str(data)}, root=out / "reward",
                         encoder=str(encoder))
     model = RewardModel.load(row["path"])
-    prompts = measured["prompts"][: len(measured["base"]["answers"])]  # as finetune.evaluate.reward_scores
-    scores = {m: model.score(prompts, measured[m]["answers"]) for m in ("base", "tuned")}
-    meta = json.loads((Path(row["path"]) / "reward.json").read_text())
+    scores = evaluate.reward_scores(model, measured)
+    meta = model.meta
     (out / "rewards.json").write_text(json.dumps({"reward_model": meta, **{m: s.tolist() for m, s in scores.items()}},
                                                  default=str))
     print(json.dumps({"reward_test": meta["test"], "reward_seconds": meta["seconds"]}), flush=True)

@@ -27,6 +27,7 @@ from feedback.config import IngestSettings, LakeSettings, kafka_settings
 from feedback.errors import FlywheelError
 from feedback.kpi.cli import kpi_app
 from feedback.topics.cli import topics_app
+from feedback.cli_errors import fail as _fail
 from finetune.cli import dataset_app
 from finetune.jobs.cli import finetune_app
 from finetune.reward_cli import reward_app
@@ -52,11 +53,6 @@ ALL_SOURCES = ["oasst1", "tulu", "hh_rlhf", "feedbackqa"]
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO.")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.INFO if verbose else logging.CRITICAL)
-
-
-def _fail(exc: FlywheelError) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 @broker_app.command("start")

@@ -32,6 +32,12 @@ def flywheel_home() -> Path:
     return Path(os.environ.get("FLYWHEEL_HOME", ".flywheel")).resolve()
 
 
+def cache_root() -> Path:
+    """Where derived, re-creatable files are cached (tokenizer, dequantised models):
+    ``$FLYWHEEL_CACHE_DIR``, else ``~/.cache/flywheel``."""
+    return Path(os.environ.get("FLYWHEEL_CACHE_DIR") or Path.home() / ".cache" / "flywheel")
+
+
 def kafka_settings() -> "KafkaSettings":
     """Kafka settings from the environment; without ``FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS``, the embedded
     broker's address (``FLYWHEEL_BROKER_HOST``/``_PORT``)."""

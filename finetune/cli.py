@@ -10,13 +10,9 @@ from typing import Optional
 import typer
 
 from feedback.errors import FlywheelError
+from feedback.cli_errors import fail as _fail
 
 dataset_app = typer.Typer(help="Curated fine-tuning datasets (SFT, preference, KTO) from the lake.", no_args_is_help=True)
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 @dataset_app.command("build")

@@ -36,24 +36,25 @@ import json
 import math
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
 
-from feedback.config import LakeSettings
 from feedback.kpi import stats
-from feedback.lake.catalog import MANIFEST_MERGE, table_identifier
 from finetune import basemodel, likelihood
-from finetune.heldout import held_out
-from finetune import registry as datasets
 from finetune.errors import DatasetError, EvalError
-from finetune.jobs import registry
+from finetune.heldout import held_out
+
+if TYPE_CHECKING:  # the lake is imported where it is used, so measuring runs where it is not installed
+    from pyiceberg.catalog import Catalog
+
+    from feedback.config import LakeSettings
+    from finetune.jobs.registry import JobRecord
 
 TABLE = "finetune_evals"
 SCHEMA = pa.schema([
@@ -63,8 +64,6 @@ SCHEMA = pa.schema([
     pa.field("ci_low", pa.float64()), pa.field("ci_high", pa.float64()), pa.field("n", pa.int64()),
     pa.field("method", pa.string()), pa.field("details_json", pa.string()),
 ])
-METRICS = ("heldout_loss", "perplexity", "preference_accuracy", "preference_accuracy_per_token",
-           "implicit_reward_accuracy", "reward_win_rate", "mean_reward")
 T_METHOD = "mean with Student-t 95% interval"
 WILSON = "proportion with Wilson 95% interval"
 PAIRED = "paired difference (tuned - base): mean of per-example differences, Student-t 95% interval"
@@ -113,7 +112,7 @@ def _mean(values: np.ndarray) -> stats.Estimate:
     return stats.mean(len(v), float(v.sum()), float((v * v).sum()))
 
 
-def tuned_model_path(rec: registry.JobRecord) -> str:
+def tuned_model_path(rec: JobRecord) -> str:
     """The job's merged model folder. Raises EvalError when the job has not completed or has no
     local merged model (a SageMaker job's ``model.tar.gz`` must be downloaded and unpacked first)."""
     if rec.status != "Completed":
@@ -177,6 +176,21 @@ def reward_scores(reward, measured: dict) -> dict[str, np.ndarray]:
     return {m: reward.score(prompts, measured[m]["answers"]) for m in ("base", "tuned")}
 
 
+def measure_held_out(base: str, tuned: str, folder: Path, split: str = "test", limit: int | None = None,
+                     answer_prompts: int = 0, max_new_tokens: int = 128, max_length: int = 512,
+                     batch_size: int = 16) -> dict:
+    """:func:`finetune.likelihood.measure` of the models at ``base`` and ``tuned`` on the dataset folder's
+    held-out ``split`` (pairs where every row has a rejected answer), with ``"prompts"`` added — what
+    :func:`summarise` and :func:`reward_scores` take. Needs no lake (it also runs on a bare GPU machine)."""
+    data = held_out(folder, split, limit)
+    prompts = list(data["prompt"])
+    rejected = list(data["rejected"]) if data["rejected"].notna().all() else None
+    measured = likelihood.measure({"base": base, "tuned": tuned}, prompts, list(data["chosen"]), rejected,
+                                  answer_prompts, max_new_tokens, max_length, batch_size)
+    measured["prompts"] = prompts
+    return measured
+
+
 def evaluate(catalog: Catalog, job_id: str, reward_id: str | None = None, split: str = "test",
              limit: int | None = None, win_prompts: int = 100, max_new_tokens: int = 128,
              max_length: int | None = None, batch_size: int = 16, lake: LakeSettings | None = None) -> EvalResult:
@@ -185,24 +199,23 @@ def evaluate(catalog: Catalog, job_id: str, reward_id: str | None = None, split:
     ``limit`` caps the held-out examples scored (None: all); ``win_prompts`` how many of them both
     models answer for the reward-model win rate (generation is the slow part); ``max_length``
     defaults to the job's. Raises EvalError (job not completed, split missing) or RewardError."""
+    from finetune import registry as datasets
+    from finetune.jobs import registry
+
     rec = registry.latest(catalog, job_id, lake)
     tuned_path = tuned_model_path(rec)
     try:
         folder = Path(datasets.get(catalog, rec.dataset_version, lake)["path"])
     except DatasetError as exc:
         raise EvalError(str(exc)) from exc
-    data = held_out(folder, split, limit)
     reward = None
     if reward_id:
         from finetune.reward import RewardModel
 
         reward = RewardModel.load(reward_id, catalog=catalog)
-    prompts = list(data["prompt"])
-    rejected = list(data["rejected"]) if data["rejected"].notna().all() else None
-    measured = likelihood.measure({"base": basemodel.resolve(rec.base_model), "tuned": tuned_path}, prompts,
-                                  list(data["chosen"]), rejected, win_prompts if reward else 0, max_new_tokens,
-                                  max_length or int(rec.config.get("max_length", 512)), batch_size)
-    measured["prompts"] = prompts
+    measured = measure_held_out(basemodel.resolve(rec.base_model), tuned_path, folder, split, limit,
+                                win_prompts if reward else 0, max_new_tokens,
+                                max_length or int(rec.config.get("max_length", 512)), batch_size)
     seconds = {f"{k}_{m}": v for m in ("base", "tuned") for k, v in measured[m]["seconds"].items()}
     rewards = None
     if reward is not None:
@@ -216,34 +229,27 @@ def evaluate(catalog: Catalog, job_id: str, reward_id: str | None = None, split:
     return result
 
 
-def _table(catalog: Catalog, lake: LakeSettings):
-    catalog.create_namespace_if_not_exists(lake.namespace)
-    return catalog.create_table_if_not_exists(table_identifier(lake, TABLE), schema=SCHEMA, properties=MANIFEST_MERGE)
-
-
 def store(catalog: Catalog, result: EvalResult, lake: LakeSettings | None = None) -> None:
     """Append ``result``'s rows to ``finetune_evals`` (one commit)."""
+    from feedback.config import LakeSettings
+    from feedback.lake.catalog import create_table
+
     now = datetime.now(UTC)
     rows = [{"eval_id": result.eval_id, "job_id": result.job_id, "dataset_version": result.dataset_version,
              "split": result.split, "reward_id": result.reward_id, "created_at": now, "metric": r.metric,
              "model": r.model, "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n, "method": r.method,
              "details_json": json.dumps({**r.details, "seconds": result.seconds}, sort_keys=True)} for r in result.rows]
-    _table(catalog, lake or LakeSettings()).append(pa.Table.from_pylist(rows, schema=SCHEMA))
+    create_table(catalog, lake or LakeSettings(), TABLE, SCHEMA).append(pa.Table.from_pylist(rows, schema=SCHEMA))
 
 
 def evaluations(catalog: Catalog, job_id: str | None = None, lake: LakeSettings | None = None) -> pd.DataFrame:
     """Stored evaluation rows (all, or one job's), newest first; empty frame with the columns when none."""
-    lake = lake or LakeSettings()
-    try:
-        table = catalog.load_table(table_identifier(lake, TABLE))
-    except NoSuchTableError:
-        return SCHEMA.empty_table().to_pandas()
-    frame = table.scan().to_arrow().to_pandas() if table.current_snapshot() else SCHEMA.empty_table().to_pandas()
-    if job_id is not None:
-        frame = frame[frame["job_id"] == job_id]
+    from pyiceberg.expressions import EqualTo
+
+    from feedback.config import LakeSettings
+    from feedback.lake.catalog import read_table
+
+    row_filter = EqualTo("job_id", job_id) if job_id is not None else None
+    frame = read_table(catalog, lake or LakeSettings(), TABLE, SCHEMA, row_filter).to_pandas()
     return frame.sort_values(["created_at", "metric", "model"], ascending=[False, True, True]).reset_index(drop=True)
 
-
-def as_dict(result: EvalResult) -> dict:
-    """``result`` as plain data (for ``--json`` output)."""
-    return asdict(result)

@@ -27,11 +27,6 @@ class Scored:
     logp: np.ndarray
     tokens: np.ndarray
 
-    @property
-    def nll_per_token(self) -> np.ndarray:
-        """Mean negative log-likelihood per response token (nats/token), shape (n,)."""
-        return -self.logp / np.maximum(self.tokens, 1)
-
 
 def _ids(tokenizer, messages: list[Message], generation_prompt: bool) -> list[int]:
     out = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True,

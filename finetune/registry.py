@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import EqualTo
 
 from feedback.config import LakeSettings
-from feedback.lake.catalog import MANIFEST_MERGE, table_identifier
+from feedback.lake.catalog import create_table, read_table
 from finetune.build import Built
 from finetune.errors import DatasetError
 
@@ -30,16 +30,12 @@ SCHEMA = pa.schema([
 ])
 
 
-def _table(catalog: Catalog, lake: LakeSettings):
-    catalog.create_namespace_if_not_exists(lake.namespace)
-    return catalog.create_table_if_not_exists(table_identifier(lake, TABLE), schema=SCHEMA, properties=MANIFEST_MERGE)
-
-
 def register(catalog: Catalog, built: Built, path: Path, lineage: dict, lake: LakeSettings | None = None) -> bool:
     """Record ``built`` (written at ``path``); False when that version was already registered."""
     lake = lake or LakeSettings()
-    table = _table(catalog, lake)
-    if any(v["version"] == built.version for v in versions(catalog, lake)):
+    table = create_table(catalog, lake, TABLE, SCHEMA)
+    if table.current_snapshot() is not None and table.scan(row_filter=EqualTo("version", built.version),
+                                                            selected_fields=("version",)).to_arrow().num_rows:
         return False
     s = built.report.splits
     table.append(pa.Table.from_pylist([{
@@ -53,18 +49,13 @@ def register(catalog: Catalog, built: Built, path: Path, lineage: dict, lake: La
 
 def versions(catalog: Catalog, lake: LakeSettings | None = None) -> list[dict]:
     """Every registered version, oldest first (empty before the first build)."""
-    lake = lake or LakeSettings()
-    try:
-        table = catalog.load_table(table_identifier(lake, TABLE))
-    except NoSuchTableError:
-        return []
-    rows = table.scan().to_arrow().to_pylist() if table.current_snapshot() else []
+    rows = read_table(catalog, lake or LakeSettings(), TABLE, SCHEMA).to_pylist()
     return sorted(rows, key=lambda r: (r["created_at"], r["version"]))
 
 
 def get(catalog: Catalog, version: str, lake: LakeSettings | None = None) -> dict:
     """One version's registry row. Raises DatasetError when unknown."""
-    for row in versions(catalog, lake):
-        if row["version"] == version:
-            return row
+    rows = read_table(catalog, lake or LakeSettings(), TABLE, SCHEMA, EqualTo("version", version)).to_pylist()
+    if rows:
+        return rows[0]
     raise DatasetError(f"unknown dataset version {version!r}; `flywheel dataset list` shows them")

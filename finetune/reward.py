@@ -308,6 +308,8 @@ def train(catalog: Catalog, dataset_version: str, config: RewardConfig | None = 
 
     ``root`` defaults to ``FinetuneSettings().reward_root``. Runs on CUDA when present, else CPU.
     Raises RewardError: unknown version, a format other than ``preference``, an empty train split."""
+    from feedback.config import LakeSettings
+    from feedback.lake.catalog import create_table
     from finetune import registry
 
     try:
@@ -315,41 +317,31 @@ def train(catalog: Catalog, dataset_version: str, config: RewardConfig | None = 
     except FlywheelError as exc:
         raise RewardError(str(exc)) from exc
     row = train_version(version, config, root)
-    _table(catalog, lake).append(pa.Table.from_pylist([row], schema=SCHEMA))
+    create_table(catalog, lake or LakeSettings(), TABLE, SCHEMA).append(pa.Table.from_pylist([row], schema=SCHEMA))
     return row
 
 
 # ------------------------------------------------------------------------------------------ registry
 
 
-def _table(catalog: Catalog, lake: LakeSettings | None, create: bool = True):
-    """The ``reward_models`` table (created when ``create``); None when absent and not created."""
-    from pyiceberg.exceptions import NoSuchTableError
-
+def _rows(catalog: Catalog, lake: LakeSettings | None, row_filter=None) -> list[dict]:
     from feedback.config import LakeSettings
-    from feedback.lake.catalog import MANIFEST_MERGE, table_identifier
+    from feedback.lake.catalog import read_table
 
-    lake = lake or LakeSettings()
-    if create:
-        catalog.create_namespace_if_not_exists(lake.namespace)
-        return catalog.create_table_if_not_exists(table_identifier(lake, TABLE), schema=SCHEMA,
-                                                  properties=MANIFEST_MERGE)
-    try:
-        return catalog.load_table(table_identifier(lake, TABLE))
-    except NoSuchTableError:
-        return None
+    return read_table(catalog, lake or LakeSettings(), TABLE, SCHEMA, row_filter).to_pylist()
 
 
 def models(catalog: Catalog, lake: LakeSettings | None = None) -> list[dict]:
     """Every registered reward model (rows of ``reward_models``), newest first; [] before the first."""
-    table = _table(catalog, lake, create=False)
-    rows = table.scan().to_arrow().to_pylist() if table is not None and table.current_snapshot() else []
+    rows = _rows(catalog, lake)
     return sorted(rows, key=lambda r: (r["created_at"], r["reward_id"]), reverse=True)
 
 
 def get(catalog: Catalog, reward_id: str, lake: LakeSettings | None = None) -> dict:
     """One reward model's registry row. Raises RewardError when unknown."""
-    for row in models(catalog, lake):
-        if row["reward_id"] == reward_id:
-            return row
+    from pyiceberg.expressions import EqualTo
+
+    rows = _rows(catalog, lake, EqualTo("reward_id", reward_id))
+    if rows:
+        return rows[0]
     raise RewardError(f"unknown reward model {reward_id!r}; `flywheel reward list` shows them")

@@ -8,14 +8,10 @@ from __future__ import annotations
 import typer
 
 from feedback.errors import FlywheelError
+from feedback.cli_errors import fail as _fail
 
 reward_app = typer.Typer(help="Reward models (MiniLM, Bradley–Terry) trained on curated preference pairs.",
                          no_args_is_help=True)
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 def _pct(value: float | None) -> str:

@@ -170,11 +170,12 @@ def test_planted_pii_never_reaches_an_output_file(stack, tmp_path):
 
 
 def _tokenizer():
-    from feedback.replay.tokens import _cache_dir, tokenizer
+    from feedback.config import cache_root
+    from feedback.replay.tokens import tokenizer
     from transformers import AutoTokenizer
 
     tokenizer()  # writes the SmolLM2 tokenizer (from its GGUF) to the cache once
-    tok = AutoTokenizer.from_pretrained(str(_cache_dir()))
+    tok = AutoTokenizer.from_pretrained(str(cache_root() / "tokenizers" / "smollm2"))
     tok.pad_token = tok.pad_token or tok.eos_token
     return tok
 

@@ -12,6 +12,7 @@ import typer
 
 from feedback.config import KpiSettings, LakeSettings
 from feedback.errors import FlywheelError
+from feedback.cli_errors import fail as _fail
 
 kpi_app = typer.Typer(help="KPIs: versioned DuckDB SQL over the lake, materialised incrementally.", no_args_is_help=True)
 FORMATS = ("table", "csv", "json")
@@ -44,11 +45,6 @@ def _filter(since: Optional[datetime], until: Optional[datetime], project, app, 
     dims = {k: v for k, v in {"project": project, "app": app, "model": model, "prompt_version": prompt_version,
                               "feedback_source": feedback_source}.items() if v is not None}
     return KpiFilter(since, until, dims)
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 @kpi_app.command("list")

@@ -7,6 +7,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import DayTransform
 from sqlalchemy.exc import OperationalError
@@ -91,3 +92,21 @@ def load_table_if_exists(catalog: Catalog, settings: LakeSettings, name: str) ->
         return catalog.load_table(table_identifier(settings, name))
     except NoSuchTableError:
         return None
+
+
+def create_table(catalog: Catalog, settings: LakeSettings, name: str, schema: pa.Schema) -> Table:
+    """Load or create the unpartitioned table ``name`` (namespace created when missing) with
+    :data:`MANIFEST_MERGE`: the registries beside the event tables (dataset versions, jobs, evaluations,
+    reward models, topics)."""
+    catalog.create_namespace_if_not_exists(settings.namespace)
+    return catalog.create_table_if_not_exists(table_identifier(settings, name), schema=schema, properties=MANIFEST_MERGE)
+
+
+def read_table(catalog: Catalog, settings: LakeSettings, name: str, schema: pa.Schema,
+               row_filter: BooleanExpression | str | None = None) -> pa.Table:
+    """The rows of table ``name`` matching ``row_filter`` (pyiceberg expression or string; None: all); an empty
+    table of ``schema`` when the table does not exist or has no snapshot yet."""
+    table = load_table_if_exists(catalog, settings, name)
+    if table is None or table.current_snapshot() is None:
+        return schema.empty_table()
+    return table.scan(row_filter=row_filter if row_filter is not None else AlwaysTrue()).to_arrow()

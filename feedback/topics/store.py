@@ -20,12 +20,11 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.table import Table
 
 from feedback.config import KpiSettings, LakeSettings
 from feedback.kpi import engine
 from feedback.lake import duck
-from feedback.lake.catalog import MANIFEST_MERGE, load_table_if_exists, table_identifier
+from feedback.lake.catalog import create_table, load_table_if_exists
 from feedback.lake.tables import TABLE_SCHEMAS
 
 TOPICS = "topics"
@@ -46,16 +45,10 @@ SCHEMAS: dict[str, pa.Schema] = {
 CURRENT_VERSION_SQL = "(SELECT model_version FROM topics ORDER BY created_at DESC, model_version DESC LIMIT 1)"
 
 
-def ensure(catalog: Catalog, lake: LakeSettings, name: str) -> Table:
-    """Load table ``name`` (``topics`` or ``topic_assignments``), creating it (unpartitioned) if needed."""
-    catalog.create_namespace_if_not_exists(lake.namespace)
-    return catalog.create_table_if_not_exists(table_identifier(lake, name), schema=SCHEMAS[name], properties=MANIFEST_MERGE)
-
-
 def append(catalog: Catalog, lake: LakeSettings, name: str, rows: pa.Table) -> None:
     """Append ``rows`` (cast to the table's schema) in one commit."""
     if rows.num_rows:
-        ensure(catalog, lake, name).append(rows.select(SCHEMAS[name].names).cast(SCHEMAS[name]))
+        create_table(catalog, lake, name, SCHEMAS[name]).append(rows.select(SCHEMAS[name].names).cast(SCHEMAS[name]))
 
 
 def locations(catalog: Catalog, lake: LakeSettings) -> tuple[tuple[str, str | None], ...]:

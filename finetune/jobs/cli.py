@@ -9,15 +9,11 @@ from typing import Optional
 import typer
 
 from feedback.errors import FlywheelError
+from feedback.cli_errors import fail as _fail
 
 finetune_app = typer.Typer(help="Fine-tune jobs (TRL SFT/DPO + LoRA) on dataset versions, locally or on SageMaker.",
                            no_args_is_help=True)
 BACKENDS = ("local", "sagemaker")
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 def backend_for(catalog, name: str, sagemaker: dict | None = None):

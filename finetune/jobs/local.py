@@ -93,13 +93,11 @@ class LocalBackend:
 
     def refresh(self, rec: JobRecord) -> JobRecord:
         """The registry's latest row; a job whose runner died without a final row is recorded Failed."""
+        alive = self._alive(self._pid(rec))  # first: a runner that has exited has committed its last row
         latest = registry.latest(self.catalog, rec.job_id, self.lake)
-        if latest.status not in TERMINAL and not self._alive(self._pid(latest)):
-            time.sleep(0.5)  # the runner may be committing its last row
-            latest = registry.latest(self.catalog, rec.job_id, self.lake)
-            if latest.status not in TERMINAL:
-                latest = registry.record(self.catalog, latest.with_status(
-                    "Failed", "the runner process ended without recording a result (killed?)"), self.lake)
+        if latest.status not in TERMINAL and not alive:
+            latest = registry.record(self.catalog, latest.with_status(
+                "Failed", "the runner process ended without recording a result (killed?)"), self.lake)
         return latest
 
     def stop(self, rec: JobRecord) -> JobRecord:

@@ -15,10 +15,10 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import EqualTo
 
 from feedback.config import LakeSettings
-from feedback.lake.catalog import MANIFEST_MERGE, table_identifier
+from feedback.lake.catalog import create_table, read_table
 from finetune.errors import JobError
 
 TABLE = "finetune_jobs"
@@ -79,31 +79,21 @@ class JobRecord:
         return JobRecord(**values)
 
 
-def _table(catalog: Catalog, lake: LakeSettings):
-    catalog.create_namespace_if_not_exists(lake.namespace)
-    return catalog.create_table_if_not_exists(table_identifier(lake, TABLE), schema=SCHEMA, properties=MANIFEST_MERGE)
-
-
 def record(catalog: Catalog, rec: JobRecord, lake: LakeSettings | None = None) -> JobRecord:
     """Append ``rec`` (one status change) to the registry; return it."""
     if rec.status not in STATUSES:
         raise JobError(f"unknown job status {rec.status!r}")
-    _table(catalog, lake or LakeSettings()).append(pa.Table.from_pylist([rec.row()], schema=SCHEMA))
+    create_table(catalog, lake or LakeSettings(), TABLE, SCHEMA).append(pa.Table.from_pylist([rec.row()], schema=SCHEMA))
     return rec
 
 
-def _rows(catalog: Catalog, lake: LakeSettings | None) -> list[dict]:
-    lake = lake or LakeSettings()
-    try:
-        table = catalog.load_table(table_identifier(lake, TABLE))
-    except NoSuchTableError:
-        return []
-    return table.scan().to_arrow().to_pylist() if table.current_snapshot() else []
+def _rows(catalog: Catalog, lake: LakeSettings | None, row_filter=None) -> list[dict]:
+    return read_table(catalog, lake or LakeSettings(), TABLE, SCHEMA, row_filter).to_pylist()
 
 
 def history(catalog: Catalog, job_id: str, lake: LakeSettings | None = None) -> list[JobRecord]:
     """Every status of ``job_id``, oldest first. Raises JobError when the job is unknown."""
-    rows = sorted((r for r in _rows(catalog, lake) if r["job_id"] == job_id), key=lambda r: r["status_at"])
+    rows = sorted(_rows(catalog, lake, EqualTo("job_id", job_id)), key=lambda r: r["status_at"])
     if not rows:
         raise JobError(f"unknown job {job_id!r}; `flywheel finetune list` shows them")
     return [JobRecord.from_row(r) for r in rows]

@@ -11,14 +11,10 @@ from typing import Optional
 import typer
 
 from feedback.errors import FlywheelError
+from feedback.cli_errors import fail as _fail
 
 synth_app = typer.Typer(help="Synthetic training data (self-instruct / evol-instruct) for chosen topics.",
                         no_args_is_help=True)
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 @synth_app.callback()

@@ -75,6 +75,8 @@ def synthesize(catalog, seeds: seeds_mod.SeedSet, reference_versions: list[str],
         result = run(seeds, cached, scorer, guard, config, planted)
     finally:
         cache.close()
+        if generator is None and hasattr(gen, "close"):  # an HTTP generator made here holds a connection pool
+            gen.close()
     recipe = {"seed_source": seeds.source, "seed_message_ids": sorted(s.message_id for s in seeds.seeds),
               "generator": cached.id, "config": config.as_dict(), "reward_model": reward_model,
               "reference_versions": sorted(reference_versions), "leakage_threshold": threshold,

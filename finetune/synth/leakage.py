@@ -90,7 +90,7 @@ class LeakageGuard:
         self.config = dedup.DedupConfig(threshold=threshold, num_perm=num_perm, shingle_words=shingle_words, seed=seed)
         self.bands, self.rows = dedup._bands(threshold, num_perm)
         self.perm = dedup._permutations(num_perm, seed)
-        keys, sig, band_keys = self._hash(list(texts))
+        keys, _, sig, band_keys = self._hash(list(texts))
         self.exact = set(keys.tolist())
         self.sig = sig  # (L, num_perm) of long reference texts
         self.index: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -99,15 +99,16 @@ class LeakageGuard:
                 self.index[b, k].append(j)
         self.size = len(texts)
 
-    def _hash(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Exact keys (n,), signatures of the long texts (L, num_perm) and their band keys (bands, L);
-        ``long`` texts are those with shingles."""
+    def _hash(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Exact keys (n,), shingle counts (n,), signatures of the long texts (L, num_perm) and their band
+        keys (bands, L); ``long`` texts are those with shingles."""
         key, n_shingles, shingle_hash = exact_keys(texts, self.config.shingle_words)
         long = n_shingles > 0
         if not long.any():
-            return key, np.empty((0, self.config.num_perm), np.uint32), np.empty((self.bands, 0), np.uint64)
+            return (key, n_shingles, np.empty((0, self.config.num_perm), np.uint32),
+                    np.empty((self.bands, 0), np.uint64))
         sig_t = dedup._minhash(shingle_hash, n_shingles[long], *self.perm)
-        return key, np.ascontiguousarray(sig_t.T), dedup._band_keys(sig_t, self.bands, self.rows)
+        return key, n_shingles, np.ascontiguousarray(sig_t.T), dedup._band_keys(sig_t, self.bands, self.rows)
 
     def leaks(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(exact, near)`` bool arrays (n,): the text equals a reference text after normalisation /
@@ -118,9 +119,8 @@ class LeakageGuard:
         near = np.zeros(n, bool)
         if not n:
             return exact, near
-        key, n_shingles, _ = exact_keys(texts, self.config.shingle_words)
+        key, n_shingles, sig, band_keys = self._hash(texts)
         exact[:] = [k in self.exact for k in key.tolist()]
-        _, sig, band_keys = self._hash(texts)
         long_rows = np.flatnonzero(n_shingles > 0)
         need = int(np.ceil(self.config.threshold * self.config.num_perm - 1e-9))
         for j, row in enumerate(long_rows.tolist()):
