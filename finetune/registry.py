@@ -32,18 +32,23 @@ SCHEMA = pa.schema([
 
 def register(catalog: Catalog, built: Built, path: Path, lineage: dict, lake: LakeSettings | None = None) -> bool:
     """Record ``built`` (written at ``path``); False when that version was already registered."""
-    lake = lake or LakeSettings()
-    table = create_table(catalog, lake, TABLE, SCHEMA)
-    if table.current_snapshot() is not None and table.scan(row_filter=EqualTo("version", built.version),
-                                                            selected_fields=("version",)).to_arrow().num_rows:
-        return False
     s = built.report.splits
-    table.append(pa.Table.from_pylist([{
+    return register_row(catalog, {
         "version": built.version, "name": built.spec.name, "format": built.spec.format,
         "created_at": datetime.now(UTC), "spec_sha256": built.spec.sha256(), "spec_yaml": built.spec.canonical_yaml(),
         "snapshot_interactions": built.snapshot.interactions, "snapshot_feedback": built.snapshot.feedback,
         "path": str(path), "train_rows": s.get("train", 0), "validation_rows": s.get("validation", 0),
-        "test_rows": s.get("test", 0), "lineage_json": json.dumps(lineage, sort_keys=True)}], schema=SCHEMA))
+        "test_rows": s.get("test", 0), "lineage_json": json.dumps(lineage, sort_keys=True)}, lake)
+
+
+def register_row(catalog: Catalog, row: dict, lake: LakeSettings | None = None) -> bool:
+    """Append one registry ``row`` (the columns of :data:`SCHEMA`); False when its version is already
+    registered (nothing appended). Used by builds and by synthetic versions (:mod:`finetune.synth`)."""
+    table = create_table(catalog, lake or LakeSettings(), TABLE, SCHEMA)
+    if table.current_snapshot() is not None and table.scan(row_filter=EqualTo("version", row["version"]),
+                                                            selected_fields=("version",)).to_arrow().num_rows:
+        return False
+    table.append(pa.Table.from_pylist([row], schema=SCHEMA))
     return True
 
 

@@ -125,17 +125,10 @@ def write_and_register(catalog, root: Path, name: str, recipe: dict, result, see
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
-    from feedback.config import LakeSettings
-
-    lake = lake or LakeSettings()
-    if any(v["version"] == version for v in registry.versions(catalog, lake)):
-        return version, folder, False
-    table = registry._table(catalog, lake)
-    table.append(pa.Table.from_pylist([{
+    new = registry.register_row(catalog, {
         "version": version, "name": name, "format": "sft", "created_at": datetime.now(UTC),
         "spec_sha256": hashlib.sha256(recipe_yaml.encode()).hexdigest(), "spec_yaml": recipe_yaml,
         "snapshot_interactions": seeds.lake_snapshots.get("interactions"),
         "snapshot_feedback": seeds.lake_snapshots.get("feedback"), "path": str(folder), "train_rows": len(rows),
-        "validation_rows": 0, "test_rows": 0, "lineage_json": json.dumps(lineage, sort_keys=True)}],
-        schema=registry.SCHEMA))
-    return version, folder, True
+        "validation_rows": 0, "test_rows": 0, "lineage_json": json.dumps(lineage, sort_keys=True)}, lake)
+    return version, folder, new
