@@ -54,11 +54,19 @@ class KeyIndex:
         """Values of ``keys`` (uint64, any shape flattened to 1-D): int64, ``-1`` where absent."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64).ravel()
         out = np.full(len(keys), -1, dtype=np.int64)
+        if not self._keys or not len(keys):
+            return out
+        # sorted needles: neighbouring lookups touch neighbouring memory (about 4x faster on runs of
+        # millions of keys than searching in the callers' random order)
+        order = np.argsort(keys)
+        needles = keys[order]
+        found = np.full(len(keys), -1, dtype=np.int64)
         for run_keys, run_values in zip(self._keys, self._values):
-            pos = np.searchsorted(run_keys, keys)
+            pos = np.searchsorted(run_keys, needles)
             pos[pos == len(run_keys)] = 0
-            hit = run_keys[pos] == keys
-            out[hit] = run_values[pos[hit]]
+            hit = run_keys[pos] == needles
+            found[hit] = run_values[pos[hit]]
+        out[order] = found
         return out
 
     def contains(self, keys: np.ndarray) -> np.ndarray:

@@ -27,7 +27,10 @@ per text: ~30 texts/s on oasst1 on a busy 2-core machine). What is done instead:
 * texts go through ``nlp.pipe`` in batches of :data:`BATCH_SIZE` (as Presidio's
   ``BatchAnalyzerEngine`` does) and the results are passed to ``analyze(nlp_artifacts=...)``;
 * a text reaches spaCy only if one of Presidio's pattern recognizers matches it at all (a text
-  without ``@``, ``:`` or a digit cannot match any of them, so the recognizers only run on those).
+  without ``@``, ``:`` or a digit cannot match any of them, so the recognizers only run on those);
+  the phone and IP recognizers are Presidio's own behind exact pre-checks (:mod:`finetune.piigate`:
+  a phone region's matcher runs only where a run of enough digits, or an ``x``/extension after a digit,
+  is found; ~4x faster on texts with a digit, same results).
   Context words only raise the score of an existing match, never create one, so this changes no
   output; pattern-only redaction (no PERSON) is then ~1,300-2,000 texts/s;
 * with PERSON, texts without a pattern match run spaCy's ``ner`` component alone (it has its own
@@ -61,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from finetune.errors import DatasetError
+from finetune.piigate import GatedIpRecognizer, GatedPhoneRecognizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from presidio_analyzer import EntityRecognizer, RecognizerResult
@@ -201,12 +205,7 @@ class PiiRedactor:
         import spacy
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import (
-            CreditCardRecognizer,
-            IpRecognizer,
-            PhoneRecognizer,
-            SpacyRecognizer,
-        )
+        from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, SpacyRecognizer
         from presidio_anonymizer import AnonymizerEngine
         from presidio_anonymizer.entities import OperatorConfig
 
@@ -234,9 +233,9 @@ class PiiRedactor:
 
         makers = {
             "EMAIL_ADDRESS": lambda: _offline_email_recognizer(self.language),
-            "PHONE_NUMBER": lambda: PhoneRecognizer(supported_language=self.language),
+            "PHONE_NUMBER": lambda: GatedPhoneRecognizer(supported_language=self.language),
             "CREDIT_CARD": lambda: CreditCardRecognizer(supported_language=self.language),
-            "IP_ADDRESS": lambda: IpRecognizer(supported_language=self.language),
+            "IP_ADDRESS": lambda: GatedIpRecognizer(supported_language=self.language),
             "PERSON": lambda: SpacyRecognizer(supported_language=self.language, supported_entities=["PERSON"]),
         }
         recognizers = [makers[e]() for e in self.entities]

@@ -23,6 +23,19 @@ def _unit_interval(seed: int, group: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def split_indices(seed: int, groups: Sequence[str], fractions: Mapping[str, float]) -> np.ndarray:
+    """The split of each component named by its smallest group id: int8 indices into :data:`SPLITS`, one per
+    name in ``groups``. Each name maps to [0, 1) by :func:`_unit_interval` (SHA-256 of ``seed`` and the name),
+    then to the first split whose cumulative fraction (in :data:`SPLITS` order) exceeds it; points past the
+    end go to the last split with a non-zero fraction. ``fractions`` are assumed valid (see
+    :func:`assign_splits`)."""
+    values = [float(fractions.get(name, 0.0)) for name in SPLITS]
+    cumulative = np.cumsum(values)
+    last = max(i for i, v in enumerate(values) if v > 0)
+    points = np.fromiter((_unit_interval(seed, str(g)) for g in groups), dtype=np.float64, count=len(groups))
+    return np.minimum(np.searchsorted(cumulative, points, side="right"), last).astype(np.int8)
+
+
 def assign_splits(
     groups: Sequence[str],
     clusters: Sequence[int],
@@ -70,10 +83,6 @@ def assign_splits(
         comp = int(label[node])
         if comp not in smallest or name < smallest[comp]:
             smallest[comp] = name
-    cumulative = np.cumsum(values)
-    last = max(i for i, v in enumerate(values) if v > 0)
-    split_of: dict[int, str] = {}
-    for comp, name in smallest.items():
-        i = int(np.searchsorted(cumulative, _unit_interval(seed, str(name)), side="right"))
-        split_of[comp] = SPLITS[min(i, last)]
+    index = split_indices(seed, list(smallest.values()), fractions)
+    split_of = {comp: SPLITS[i] for comp, i in zip(smallest, index.tolist())}
     return [split_of[comp] for comp in label[g].tolist()]

@@ -29,7 +29,6 @@ with the same batch size is written byte for byte the same.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import shutil
@@ -51,10 +50,11 @@ from finetune import dedup, select
 from finetune.errors import DatasetError
 from finetune.keyindex import KeyIndex, mix64
 from finetune.neardup import StreamingClusters, exact_keys
+from finetune.piigate import arrow_candidates
 from finetune.spec import DatasetSpec
-from finetune.splits import SPLITS
+from finetune.splits import SPLITS, split_indices
 
-__all__ = ["StreamConfig", "StreamStats", "run", "EXPORT_FORMATS", "export_record"]
+__all__ = ["StreamConfig", "StreamStats", "run", "EXPORT_FORMATS", "export_record", "export_lines"]
 
 ANSWERS = {"sft": ("response",), "preference": ("chosen_text", "rejected_text"), "kto": ("response",)}
 """Per format: the candidate columns holding answer texts (length bounds and answer clusters)."""
@@ -219,6 +219,24 @@ def export_record(fmt: str, target: str, row: dict) -> dict | None:
     return {"schemaVersion": "bedrock-conversation-2024", **({"system": system} if system else {}), "messages": turns}
 
 
+_EXPORT_COLUMNS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"),
+                   "kto": ("prompt", "completion", "label")}
+
+
+def export_lines(fmt: str, targets: list[str], table: pa.Table) -> dict[str, bytes]:
+    """The JSONL bytes (one :func:`export_record` a line, orjson) of ``table``'s rows for each target in
+    ``targets``; targets whose records are the same (OpenAI's and SageMaker's SFT lines) are serialised once."""
+    records = table.select(list(_EXPORT_COLUMNS[fmt])).to_pylist()
+    by_shape: dict[str, bytes] = {}
+    out = {}
+    for t in targets:
+        shape = "messages" if fmt == "sft" and t in ("openai", "sagemaker") else t
+        if shape not in by_shape:
+            by_shape[shape] = b"".join(orjson.dumps(export_record(fmt, t, r)) + b"\n" for r in records)
+        out[t] = by_shape[shape]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # PII in worker processes
 
@@ -248,6 +266,9 @@ class _Redactor:
         self.workers = workers
         self.seen = KeyIndex()
         self.report: Any = None
+        # without PERSON (spaCy NER on every text) only texts a pattern recognizer could match need Presidio
+        self.patterns_only = "PERSON" not in entities
+        self.skipped = 0  # new texts no pattern recognizer can match (scanned here, not in Presidio)
         if workers:
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_init_worker, initargs=(entities,))
@@ -261,6 +282,11 @@ class _Redactor:
         hashes = np.fromiter((hash(t) for t in texts), dtype=np.int64, count=len(texts)).view(np.uint64)
         new_mask = ~self.seen.contains(hashes)
         self.seen.add(hashes[new_mask])
+        if self.patterns_only:
+            candidate = arrow_candidates(pa.array(texts, pa.string())).to_numpy(zero_copy_only=False)
+            self.skipped += int((new_mask & ~candidate).sum())
+            texts = [t for t, c in zip(texts, candidate.tolist()) if c]
+            new_mask = new_mask[candidate]
         new = [t for t, m in zip(texts, new_mask.tolist()) if m]
         again = [t for t, m in zip(texts, new_mask.tolist()) if not m]
         parts = max(1, self.workers)
@@ -431,11 +457,6 @@ class _Pass1:
         return connected_components(graph, directed=False)[1][:n_groups]
 
 
-def _split_points(fractions: dict[str, float]) -> tuple[np.ndarray, int]:
-    values = [float(fractions.get(name, 0.0)) for name in SPLITS]
-    return np.cumsum(values), max(i for i, v in enumerate(values) if v > 0)
-
-
 def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = StreamConfig()) -> StreamStats:
     """Build ``spec`` into ``folder`` (``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl``).
 
@@ -498,7 +519,7 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
     if workers is None:
         workers = 0 if kept_rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
     redactor = _Redactor(list(spec.cleaning.pii_entities), workers) if spec.cleaning.pii and kept_rows else None
-    cumulative, last = _split_points(spec.split.fractions())
+    fractions = spec.split.fractions()
     comp_split = np.full(int(label.max()) + 1 if len(label) else 0, -1, dtype=np.int8)
     split_rows = {name: 0 for name in SPLITS}
     dist = {name: {dim: Counter() for dim in ("source", "model", "app")} for name in SPLITS}
@@ -526,13 +547,11 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
             writers[name].write_table(part)
             split_rows[name] += part.num_rows
             for dim in dist[name]:
-                values = pc.fill_null(part[dim], "(none)").to_pylist()
-                dist[name][dim].update(values)
-            records = part.to_pylist()
-            for t in targets:
-                fh = handles[t, name]
-                fh.write(b"".join(orjson.dumps(export_record(fmt, t, r)) + b"\n" for r in records))
-                exported[t] += len(records)
+                counts = pc.value_counts(pc.fill_null(part[dim], "(none)")).to_pylist()
+                dist[name][dim].update({c["values"]: c["counts"] for c in counts})
+            for t, lines in export_lines(fmt, targets, part).items():
+                handles[t, name].write(lines)
+                exported[t] += part.num_rows
 
     try:
         pending: deque = deque()
@@ -542,13 +561,10 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
                 comp = label[table["_group"].to_numpy()]
                 unknown = np.flatnonzero(comp_split[comp] < 0)
                 if len(unknown):
-                    conv = table["conversation_id"]
+                    # a component's first row in stream order holds its smallest conversation id
                     comps, first = np.unique(comp[unknown], return_index=True)
-                    for cmp_id, row in zip(comps.tolist(), unknown[first].tolist()):
-                        digest = hashlib.sha256(f"{spec.split.seed}\x1f{conv[row].as_py()}".encode(
-                            "utf-8", "surrogatepass")).digest()
-                        point = int.from_bytes(digest[:8], "big") / 2.0**64
-                        comp_split[cmp_id] = min(int(np.searchsorted(cumulative, point, side="right")), last)
+                    names = table["conversation_id"].take(pa.array(unknown[first])).to_pylist()
+                    comp_split[comps] = split_indices(spec.split.seed, names, fractions)
                 split_of_row = comp_split[comp]
                 table = table.drop_columns(["_group", "_cluster"])
                 jobs = None
@@ -576,9 +592,9 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
         staged.unlink(missing_ok=True)
     if redactor is not None:
         report = redactor.report
-        pii = {"texts": report.texts, "texts_changed": report.texts_changed,
-               "entities": dict(sorted(report.entities.items()))} if report else {"texts": 0, "texts_changed": 0,
-                                                                                  "entities": {}}
+        pii = {"texts": report.texts + redactor.skipped, "texts_changed": report.texts_changed,
+               "entities": dict(sorted(report.entities.items()))} if report else {
+            "texts": redactor.skipped, "texts_changed": 0, "entities": {}}
         steps.append(("PII redacted (rows kept)", kept_rows))
     else:
         pii = {"texts": 0, "texts_changed": 0, "entities": {}, "disabled": not spec.cleaning.pii}
