@@ -119,7 +119,7 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
     for name in ("train", "validation", "test"):
         conversations.update(pq.read_table(folder / "data" / f"{name}.parquet", columns=["conversation_id"])
                              ["conversation_id"].to_pylist())
-    print(json.dumps({"total_s": round(total, 1), "peak_rss_mb": hwm // 1024,
+    print(json.dumps({"total_s": round(total, 1), "phase_s": built.report.phase_seconds, "peak_rss_mb": hwm // 1024,
                       "pii_workers": built.report.pii_workers, "pii_worker_peak_rss_mb": workers_kb // 1024,
                       "state_mb": round(built.report.state_bytes / 2**20, 1), "steps": built.report.steps,
                       "splits": built.report.splits, "pii_report": built.report.pii,

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from itertools import compress
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -276,14 +278,55 @@ def _utf8_batch(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"\n".join(encoded), dtype=np.uint8), starts
 
 
-def _fingerprints(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _codepoints(data: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """Code points of the multi-byte UTF-8 characters whose first bytes are at ``lead`` in ``data`` (which
+    has 3 bytes of padding at its end)."""
+    b0 = data[lead].astype(np.int32)
+    b1, b2, b3 = ((data[lead + j] & 0x3F).astype(np.int32) for j in (1, 2, 3))
+    return np.where(
+        b0 < 0xE0,
+        ((b0 & 0x1F) << 6) | b1,
+        np.where(b0 < 0xF0, ((b0 & 0x0F) << 12) | (b1 << 6) | b2, ((b0 & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3),
+    )
+
+
+def _utf8_arrow(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_utf8_batch` for an Arrow string array (nulls read as empty texts), without making a Python
+    string of each text: the bytes come from the array's buffers, and only texts holding a character the
+    byte-level pass cannot normalise are decoded and :func:`normalise`-d."""
+    texts = pc.fill_null(texts, "") if texts.null_count else texts
+    if pa.types.is_large_string(texts.type):
+        offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)
+    else:
+        offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)
+    offsets = offsets[texts.offset: texts.offset + len(texts) + 1].astype(np.int64)
+    raw = np.frombuffer(texts.buffers()[2], dtype=np.uint8) if texts.buffers()[2] is not None else np.empty(0, np.uint8)
+    data = raw[offsets[0]:offsets[-1]]
+    offsets = offsets - offsets[0]
+    n = len(texts)
+    lead = np.flatnonzero(data >= 0xC0)  # first byte of every multi-byte character
+    if len(lead):
+        padded = np.concatenate([data, np.zeros(3, np.uint8)])
+        bad = np.unique(np.searchsorted(offsets, lead[_needs_python()[_codepoints(padded, lead)]], side="right") - 1)
+        if len(bad):
+            mask = np.zeros(n, dtype=bool)
+            mask[bad] = True
+            fixed = pa.array([normalise(texts[i].as_py()) for i in bad.tolist()], pa.string())
+            texts = pc.replace_with_mask(texts.cast(pa.string()), pa.array(mask), fixed)
+    lens = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(lens + 1)[:-1]))
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), texts), "\n")[0]
+    return np.frombuffer(joined.as_buffer(), dtype=np.uint8), starts
+
+
+def _fingerprints(texts: Sequence[str] | pa.Array, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact-match keys and shingle hashes of a batch of raw texts, as of their :func:`normalise`-d form.
 
     Returns ``key1``, ``key2`` (uint64, per text: :func:`_text_key`'s two hashes), ``n_words`` (int64, per
     text), ``n_shingles`` (int64, per text: ``n_words - k + 1`` for texts of more than ``k`` words, else 0)
     and ``shingle_hash`` (uint32, :func:`shingle_hash32` of every shingle of those texts, text by text).
     """
-    buf, text_start = _utf8_batch(texts)
+    buf, text_start = _utf8_arrow(texts) if isinstance(texts, pa.Array) else _utf8_batch(texts)
     size = len(buf)
     # ASCII casefold is lower-casing; str.split's ASCII whitespace is \t \n \v \f \r \x1c-\x1f and space
     low = buf + ((buf - np.uint8(65)) < 26) * np.uint8(32)

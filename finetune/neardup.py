@@ -24,39 +24,73 @@ new band key (up to ``bands`` a text, 11 at the default threshold) in :class:`fi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from finetune import dedup
 from finetune.keyindex import KeyIndex, mix64
 
-__all__ = ["StreamingClusters", "exact_keys"]
+__all__ = ["Fingerprints", "StreamingClusters", "exact_keys"]
 
 _BAND_MUL = np.uint64(0x100000001B3)
 _CHUNK_CHARS = 1 << 21
 
 
-def exact_keys(texts: Sequence[str], shingle_words: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(key, n_shingles, shingle_hash)`` of ``texts`` (n strings): ``key`` uint64 (n,) equal exactly when
-    the :func:`finetune.dedup.normalise`-d texts are (up to a 2**-64 collision), ``n_shingles`` int64 (n,)
-    and the shingle hashes (uint32, text by text) that :func:`finetune.dedup.deduplicate` uses. Texts are
-    hashed in pieces of about 2 MB (the hashing needs some 30 bytes of scratch a byte of text)."""
-    texts = list(texts)
+def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(key, n_shingles, shingle_hash)`` of ``texts`` (n strings, or an Arrow string array whose nulls read
+    as empty texts): ``key`` uint64 (n,) equal exactly when the :func:`finetune.dedup.normalise`-d texts are
+    (up to a 2**-64 collision), ``n_shingles`` int64 (n,) and the shingle hashes (uint32, text by text) that
+    :func:`finetune.dedup.deduplicate` uses. Texts are hashed in pieces of about 2 MB (the hashing needs
+    some 30 bytes of scratch a byte of text); an Arrow array's bytes are read from its buffers, without a
+    Python string per text."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if isinstance(texts, pa.Array):
+        sizes = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+        ends = np.cumsum(sizes)
+        bounds, start = [], 0
+        while start < len(texts):  # at least one text a piece
+            stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK_CHARS)))
+            bounds.append((start, stop))
+            start = stop
+        pieces = (texts.slice(a, b - a) for a, b in bounds)
+    else:
+        texts = list(texts)
+        bounds, start = [], 0
+        while start < len(texts):
+            stop, size = start, 0
+            while stop < len(texts) and (stop == start or size + len(texts[stop]) < _CHUNK_CHARS):
+                size += len(texts[stop]) + 1
+                stop += 1
+            bounds.append((start, stop))
+            start = stop
+        pieces = (texts[a:b] for a, b in bounds)
     keys, counts, hashes = [], [], []
-    start = 0
-    while start < len(texts):
-        stop, size = start, 0
-        while stop < len(texts) and (stop == start or size + len(texts[stop]) < _CHUNK_CHARS):
-            size += len(texts[stop]) + 1
-            stop += 1
-        key1, key2, n_words, n_shingles, shingle_hash = dedup._fingerprints(texts[start:stop], shingle_words)
+    for piece in pieces:
+        key1, key2, n_words, n_shingles, shingle_hash = dedup._fingerprints(piece, shingle_words)
         keys.append(mix64(key1, key2, n_words))
         counts.append(n_shingles)
         hashes.append(shingle_hash)
-        start = stop
     if not keys:
         return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.uint32)
     return np.concatenate(keys), np.concatenate(counts), np.concatenate(hashes)
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """What :meth:`StreamingClusters.fingerprints` computes for a batch of n texts: ``key`` uint64 (n,) exact
+    keys; ``uniq``/``first``/``inverse`` as :func:`numpy.unique` gives them for ``key``; ``long_rows`` int64
+    (L,) ascending batch positions of the distinct texts with shingles; ``band_keys`` uint64 (bands, L)."""
+
+    key: np.ndarray
+    uniq: np.ndarray
+    first: np.ndarray
+    inverse: np.ndarray
+    long_rows: np.ndarray
+    band_keys: np.ndarray
 
 
 class StreamingClusters:
@@ -85,34 +119,52 @@ class StreamingClusters:
         """Memory held by the cross-batch state, in bytes."""
         return self.exact.nbytes + self.band_index.nbytes + sum(x.nbytes for x in self._links)
 
-    def assign(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``(cluster, key)`` for a batch of texts in stream order: int64 cluster ids and uint64 exact keys,
-        one per text. Later calls see this batch as earlier texts. Raises ``TypeError`` for a non-str."""
-        n = len(texts)
-        if n == 0:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
+    def fingerprints(self, texts: Sequence[str] | pa.Array) -> Fingerprints:
+        """The batch's exact keys and, for each distinct text of more than ``shingle_words`` words, its LSH
+        band keys. Reads no state, so it may run in another thread while :meth:`assign` handles the batch
+        before. Raises ``TypeError`` for a non-str."""
         key, n_shingles, shingle_hash = exact_keys(texts, self.config.shingle_words)
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        cluster_u = self.exact.get(uniq)
-        new_u = np.flatnonzero(cluster_u < 0)
-        new_u = new_u[np.argsort(first[new_u], kind="stable")]  # new distinct texts in stream order
-        if len(new_u):
-            cluster_u[new_u] = self._assign_new(first[new_u], n_shingles, shingle_hash)
-            self.exact.add(uniq[new_u], cluster_u[new_u])
-        return cluster_u[inverse.ravel()], key
+        long = n_shingles[first] > 0
+        long_rows = np.sort(first[long])  # batch positions of the long distinct texts, ascending
+        if len(long_rows):
+            take = np.zeros(len(key), dtype=bool)
+            take[long_rows] = True
+            hv = shingle_hash[np.repeat(take, n_shingles)]
+            sig_t = dedup._minhash(hv, n_shingles[long_rows], *self.perm)
+            band_keys = dedup._fmix64(dedup._band_keys(sig_t, self.bands, self.rows) ^ self.salt)
+        else:
+            band_keys = np.empty((self.bands, 0), dtype=np.uint64)
+        return Fingerprints(key, uniq, first, inverse.ravel(), long_rows, band_keys)
 
-    def _assign_new(self, rows: np.ndarray, n_shingles: np.ndarray, shingle_hash: np.ndarray) -> np.ndarray:
-        """Cluster ids of the new distinct texts at batch positions ``rows`` (ascending)."""
-        m = len(rows)
+    def assign(self, texts: Sequence[str] | Fingerprints) -> tuple[np.ndarray, np.ndarray]:
+        """``(cluster, key)`` for a batch of texts in stream order (or their :meth:`fingerprints`): int64
+        cluster ids and uint64 exact keys, one per text. Later calls see this batch as earlier texts.
+        Raises ``TypeError`` for a non-str."""
+        fp = texts if isinstance(texts, Fingerprints) else self.fingerprints(texts)
+        if len(fp.key) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
+        cluster_u = self.exact.get(fp.uniq)
+        new_u = np.flatnonzero(cluster_u < 0)
+        new_u = new_u[np.argsort(fp.first[new_u], kind="stable")]  # new distinct texts in stream order
+        if len(new_u):
+            rows = fp.first[new_u]
+            column = np.searchsorted(fp.long_rows, rows)
+            column[column == len(fp.long_rows)] = 0
+            is_long = fp.long_rows[column] == rows if len(fp.long_rows) else np.zeros(len(rows), dtype=bool)
+            keys = fp.band_keys[:, column[is_long]]
+            cluster_u[new_u] = self._assign_new(is_long, keys)
+            self.exact.add(fp.uniq[new_u], cluster_u[new_u])
+        return cluster_u[fp.inverse], fp.key
+
+    def _assign_new(self, long: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Cluster ids of the batch's new distinct texts (in stream order); ``long`` marks those with band
+        keys, ``keys`` (bands, long ones) holds them."""
+        m = len(long)
         cluster = np.full(m, -1, dtype=np.int64)
-        long = n_shingles[rows] > 0
         li = np.flatnonzero(long)
         follow = np.arange(m)
         if len(li):
-            starts = np.cumsum(n_shingles) - n_shingles
-            hv = np.concatenate([shingle_hash[starts[r]:starts[r] + n_shingles[r]] for r in rows[li]])
-            sig_t = dedup._minhash(hv, n_shingles[rows[li]], *self.perm)
-            keys = dedup._fmix64(dedup._band_keys(sig_t, self.bands, self.rows) ^ self.salt)  # (bands, L)
             hits = self.band_index.get(keys).reshape(keys.shape)  # earlier batches' clusters, -1 none
             hit_any = (hits >= 0).any(axis=0)
             best = np.where(hits >= 0, hits, np.iinfo(np.int64).max).min(axis=0)

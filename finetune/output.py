@@ -21,23 +21,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-
 from finetune.build import Built
+from finetune.exports import SCHEMAS
 from finetune.splits import SPLITS
 
-MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
-MESSAGES = pa.list_(MESSAGE)
-_LINEAGE = [pa.field(n, pa.string()) for n in ("conversation_id", "source", "app", "model", "prompt_version", "origin")]
-SCHEMAS = {
-    "sft": pa.schema([pa.field("messages", MESSAGES)] + _LINEAGE
-                     + [pa.field("message_id", pa.string()), pa.field("corrected", pa.bool_())]),
-    "preference": pa.schema([pa.field("prompt", MESSAGES), pa.field("chosen", MESSAGES), pa.field("rejected", MESSAGES),
-                             pa.field("strength", pa.float64())] + _LINEAGE
-                            + [pa.field(n, pa.string()) for n in ("chosen_message_id", "rejected_message_id", "rejected_model")]),
-    "kto": pa.schema([pa.field("prompt", MESSAGES), pa.field("completion", MESSAGES), pa.field("label", pa.bool_())]
-                     + _LINEAGE + [pa.field("message_id", pa.string())]),
-}
 """Column types per format: TRL's columns first, then the lineage columns."""
 EXPORTS = ("openai", "bedrock", "sagemaker")
 

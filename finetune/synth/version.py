@@ -28,9 +28,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from finetune import registry
-from finetune.output import SCHEMAS
 from finetune.splits import SPLITS
-from finetune.stream import EXPORT_FORMATS, export_record
+from finetune.exports import EXPORT_FORMATS, SCHEMAS, export_record
 
 SCHEMA = pa.schema(list(SCHEMAS["sft"]) + [
     pa.field("synthetic", pa.bool_()), pa.field("seed_message_ids", pa.list_(pa.string())),
@@ -40,7 +39,7 @@ SCHEMA = pa.schema(list(SCHEMAS["sft"]) + [
     pa.field("prompt_call_tokens_in", pa.int64()), pa.field("prompt_call_tokens_out", pa.int64()),
     pa.field("answer_tokens_in", pa.int64()), pa.field("answer_tokens_out", pa.int64()),
 ])
-"""The sft schema of :data:`finetune.output.SCHEMAS` (TRL's ``messages`` + lineage) + synthetic lineage."""
+"""The sft schema of :data:`finetune.exports.SCHEMAS` (TRL's ``messages`` + lineage) + synthetic lineage."""
 TARGETS = tuple(t for t, fmts in EXPORT_FORMATS.items() if "sft" in fmts)
 
 

@@ -1,0 +1,201 @@
+"""Output rows of a dataset build: the format's schema (TRL's columns + lineage) and the JSONL exports.
+
+:func:`format_rows` turns cleaned candidates (with their redacted texts) into rows of
+:data:`SCHEMAS`; :func:`export_record` / :func:`export_lines` give each export target's
+record: OpenAI chat fine-tuning JSONL (``{"messages": ...}``; preference: ``input`` /
+``preferred_output`` / ``non_preferred_output``, OpenAI's DPO format), Bedrock's conversation schema
+(``bedrock-conversation-2024``, SFT only) and SageMaker (TRL's own columns).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from finetune.cleaning import prompt_parts
+
+__all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record", "export_lines", "line_shape"]
+
+EXPORT_FORMATS = {"openai": ("sft", "preference"), "bedrock": ("sft",), "sagemaker": ("sft", "preference", "kto")}
+"""Which formats each export target takes (OpenAI has no KTO, Bedrock's conversation format is SFT only)."""
+LINEAGE = ("conversation_id", "source", "app", "model", "prompt_version", "origin")
+"""Lineage columns every output row carries."""
+MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+_LINEAGE_FIELDS = [pa.field(n, pa.string()) for n in LINEAGE]
+SCHEMAS = {
+    "sft": pa.schema([pa.field("messages", MESSAGES)] + _LINEAGE_FIELDS
+                     + [pa.field("message_id", pa.string()), pa.field("corrected", pa.bool_())]),
+    "preference": pa.schema([pa.field("prompt", MESSAGES), pa.field("chosen", MESSAGES), pa.field("rejected", MESSAGES),
+                             pa.field("strength", pa.float64())] + _LINEAGE_FIELDS
+                            + [pa.field(n, pa.string()) for n in ("chosen_message_id", "rejected_message_id", "rejected_model")]),
+    "kto": pa.schema([pa.field("prompt", MESSAGES), pa.field("completion", MESSAGES), pa.field("label", pa.bool_())]
+                     + _LINEAGE_FIELDS + [pa.field("message_id", pa.string())]),
+}
+"""Output schema of each format: TRL's columns, then lineage."""
+
+
+def _messages(roles: pa.Array, contents: pa.Array) -> pa.StructArray:
+    return pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE))
+
+
+def _assistant(texts: pa.Array) -> pa.ListArray:
+    """One ``[{"role": "assistant", "content": text}]`` list per text."""
+    n = len(texts)
+    roles = pa.array(["assistant"] * n, pa.string())
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1), pa.int32()), _messages(roles, texts))
+
+
+def _with_answer(offsets: np.ndarray, roles: pa.Array, contents: pa.Array, answers: pa.Array) -> pa.ListArray:
+    """Each row's prompt messages followed by ``{"role": "assistant", "content": answer}``."""
+    n = len(offsets) - 1
+    total = int(offsets[-1])
+    new_offsets = offsets + np.arange(n + 1)
+    take = np.empty(total + n, dtype=np.int64)
+    appended = new_offsets[1:] - 1
+    mask = np.ones(total + n, dtype=bool)
+    mask[appended] = False
+    take[mask] = np.arange(total)
+    take[appended] = total + np.arange(n)
+    all_roles = pa.concat_arrays([roles.cast(pa.string()), pa.array(["assistant"] * n, pa.string())])
+    all_contents = pa.concat_arrays([contents.cast(pa.string()), answers.cast(pa.string())])
+    idx = pa.array(take)
+    values = _messages(all_roles.take(idx), all_contents.take(idx))
+    return pa.ListArray.from_arrays(pa.array(new_offsets, pa.int32()), values)
+
+
+def format_rows(fmt: str, table: pa.Table, prompt_contents: pa.Array, answers: dict[str, pa.Array]) -> pa.Table:
+    """Rows in the format's output schema (:data:`SCHEMAS`) from staged candidates, with the
+    (redacted) prompt contents and answer texts given."""
+    offsets, roles, _ = prompt_parts(table)
+    cols: dict[str, Any] = {}
+    if fmt == "sft":
+        cols["messages"] = _with_answer(offsets, roles, prompt_contents, answers["response"])
+    else:
+        cols["prompt"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), _messages(roles, prompt_contents))
+        if fmt == "preference":
+            cols["chosen"] = _assistant(answers["chosen_text"])
+            cols["rejected"] = _assistant(answers["rejected_text"])
+            cols["strength"] = table["strength"]
+        else:
+            cols["completion"] = _assistant(answers["response"])
+            cols["label"] = table["label"]
+    for name in LINEAGE:
+        cols[name] = pa.array(["thumbs"] * table.num_rows, pa.string()) if fmt == "kto" and name == "origin" \
+            else table[name]
+    extra = {"sft": ("message_id", "corrected"), "preference": ("chosen_message_id", "rejected_message_id",
+                                                                 "rejected_model"), "kto": ("message_id",)}[fmt]
+    for name in extra:
+        cols[name] = table[name]
+    schema = SCHEMAS[fmt]
+    if not table.num_rows:
+        return schema.empty_table()
+    return pa.table([cols[f.name] for f in schema], schema=schema)
+
+
+def export_record(fmt: str, target: str, row: dict) -> dict | None:
+    """One output row (a dict in the format's columns) as the export ``target`` wants it, or None when the
+    target takes no such format (see :data:`EXPORT_FORMATS`)."""
+    if fmt not in EXPORT_FORMATS[target]:
+        return None
+    if target == "sagemaker":
+        keep = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"),
+                "kto": ("prompt", "completion", "label")}
+        return {k: row[k] for k in keep[fmt]}
+    if target == "openai":
+        if fmt == "sft":
+            return {"messages": row["messages"]}
+        return {"input": {"messages": row["prompt"]}, "preferred_output": row["chosen"],
+                "non_preferred_output": row["rejected"]}
+    system = [{"text": m["content"]} for m in row["messages"] if m["role"] == "system"]
+    turns = [{"role": m["role"], "content": [{"text": m["content"]}]} for m in row["messages"] if m["role"] != "system"]
+    return {"schemaVersion": "bedrock-conversation-2024", **({"system": system} if system else {}), "messages": turns}
+
+
+_EXPORT_COLUMNS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"),
+                   "kto": ("prompt", "completion", "label")}
+
+
+def line_shape(fmt: str, target: str) -> str:
+    """A name shared by the targets whose records of ``fmt`` are identical (OpenAI's and SageMaker's SFT
+    lines are both ``{"messages": ...}``); other targets are their own shape."""
+    return "messages" if fmt == "sft" and target in ("openai", "sagemaker") else target
+
+
+def _ndjson(table: pa.Table) -> bytes:
+    """``table``'s rows as JSON lines, written by Polars (Rust, outside the GIL); byte for byte what
+    ``orjson.dumps`` of each row dict gives for these all-string/bool nested columns (checked in
+    ``tests/test_dataset_build.py``)."""
+    import polars as pl
+
+    buf = io.BytesIO()
+    pl.from_arrow(table).write_ndjson(buf)
+    return buf.getvalue()
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table[name]
+    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+
+
+def _bedrock_lines(messages: pa.ListArray) -> bytes:
+    """Bedrock conversation records (:func:`export_record`) of SFT ``messages``, built with Arrow compute and
+    written by Polars: ``system`` holds the system messages' texts and is left out where a row has none,
+    ``messages`` the other turns with ``content: [{"text": ...}]``."""
+    n = len(messages)
+    lengths = pc.list_value_length(messages).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    row = np.repeat(np.arange(n), lengths)
+    flat = pc.list_flatten(messages)
+    is_system = pc.fill_null(pc.equal(flat.field("role"), "system"), False).to_numpy(zero_copy_only=False)
+
+    def lists(mask: np.ndarray, values: pa.Array) -> pa.ListArray:
+        counts = np.bincount(row[mask], minlength=n)
+        offsets = pa.array(np.concatenate(([0], np.cumsum(counts))), pa.int32())
+        return pa.ListArray.from_arrays(offsets, values.filter(pa.array(mask)))
+
+    def texts(values: pa.Array) -> pa.ListArray:  # each text as [{"text": text}]
+        structs = pa.StructArray.from_arrays([values], names=["text"])
+        return pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1), pa.int32()), structs)
+
+    turns = pa.StructArray.from_arrays([flat.field("role"), texts(flat.field("content"))], names=["role", "content"])
+    version = pa.array(["bedrock-conversation-2024"] * n, pa.string())
+    body = lists(~is_system, turns)
+    has_system = np.bincount(row[is_system], minlength=n) > 0
+    if not has_system.any():
+        return _ndjson(pa.table({"schemaVersion": version, "messages": body}))
+    system = lists(is_system, texts(flat.field("content")).values)
+    with_system = _ndjson(pa.table({"schemaVersion": version, "system": system, "messages": body})
+                          .filter(pa.array(has_system))).splitlines(keepends=True)
+    without = _ndjson(pa.table({"schemaVersion": version, "messages": body})
+                      .filter(pa.array(~has_system))).splitlines(keepends=True)
+    picks = iter(with_system), iter(without)
+    return b"".join(next(picks[0] if s else picks[1]) for s in has_system.tolist())
+
+
+def export_lines(fmt: str, targets: list[str], table: pa.Table) -> dict[str, bytes]:
+    """The JSONL bytes (one :func:`export_record` a line) of ``table``'s rows (a :data:`SCHEMAS` table) for
+    each target in ``targets``, built from whole columns and written by Polars; targets with the same
+    records (OpenAI's and SageMaker's SFT lines) are serialised once."""
+    by_shape: dict[str, bytes] = {}
+    out = {}
+    for t in targets:
+        shape = line_shape(fmt, t)
+        if shape in by_shape:
+            out[t] = by_shape[shape]
+            continue
+        if not table.num_rows:
+            lines = b""
+        elif t == "sagemaker" or (t == "openai" and fmt == "sft"):
+            lines = _ndjson(table.select(list(_EXPORT_COLUMNS[fmt])))
+        elif t == "openai":
+            lines = _ndjson(pa.table({
+                "input": pa.StructArray.from_arrays([_column(table, "prompt")], names=["messages"]),
+                "preferred_output": _column(table, "chosen"), "non_preferred_output": _column(table, "rejected")}))
+        else:
+            lines = _bedrock_lines(_column(table, "messages"))
+        by_shape[shape] = out[t] = lines
+    return out
