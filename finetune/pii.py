@@ -26,6 +26,9 @@ per text: ~30 texts/s on oasst1 on a busy 2-core machine). What is done instead:
 
 * texts go through ``nlp.pipe`` in batches of :data:`BATCH_SIZE` (as Presidio's
   ``BatchAnalyzerEngine`` does) and the results are passed to ``analyze(nlp_artifacts=...)``;
+* without PERSON, a text whose pattern results all reach the threshold and neither overlap nor touch is
+  anonymized from those results directly: context enhancement (the reason spaCy runs) only raises
+  scores, and scores only matter between overlapping results, so the output is the analyzer's;
 * a text reaches spaCy only if one of Presidio's pattern recognizers matches it at all (a text
   without ``@``, ``:`` or a digit cannot match any of them, so the recognizers only run on those);
   the phone and IP recognizers are Presidio's own behind exact pre-checks (:mod:`finetune.piigate`:
@@ -64,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from finetune.errors import DatasetError
-from finetune.piigate import GatedIpRecognizer, GatedPhoneRecognizer
+from finetune.piigate import GatedCreditCardRecognizer, GatedIpRecognizer, GatedPhoneRecognizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from presidio_analyzer import EntityRecognizer, RecognizerResult
@@ -149,6 +152,11 @@ def _offline_email_recognizer(language: str) -> EntityRecognizer:
         def validate_result(self, pattern_text: str) -> bool:
             return extractor(pattern_text).fqdn != ""
 
+        def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+            if "@" not in text:  # the e-mail pattern has a literal "@" (finetune.piigate)
+                return []
+            return super().analyze(text, entities, nlp_artifacts, regex_flags)
+
     return OfflineEmailRecognizer(supported_language=language)
 
 
@@ -205,7 +213,7 @@ class PiiRedactor:
         import spacy
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, SpacyRecognizer
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
         from presidio_anonymizer import AnonymizerEngine
         from presidio_anonymizer.entities import OperatorConfig
 
@@ -234,7 +242,7 @@ class PiiRedactor:
         makers = {
             "EMAIL_ADDRESS": lambda: _offline_email_recognizer(self.language),
             "PHONE_NUMBER": lambda: GatedPhoneRecognizer(supported_language=self.language),
-            "CREDIT_CARD": lambda: CreditCardRecognizer(supported_language=self.language),
+            "CREDIT_CARD": lambda: GatedCreditCardRecognizer(supported_language=self.language),
             "IP_ADDRESS": lambda: GatedIpRecognizer(supported_language=self.language),
             "PERSON": lambda: SpacyRecognizer(supported_language=self.language, supported_entities=["PERSON"]),
         }
@@ -254,14 +262,25 @@ class PiiRedactor:
         # Presidio's "replace" operator without new_value writes "<ENTITY_TYPE>"
         self._operators = {"DEFAULT": OperatorConfig("replace")}
 
-    def _has_pattern_candidates(self, text: str) -> bool:
-        """Whether any requested pattern recognizer matches ``text`` at all (see the module docstring)."""
+    def _pattern_results(self, text: str) -> list[RecognizerResult]:
+        """What the requested pattern recognizers find in ``text`` before context enhancement (see the module
+        docstring); empty when none matches."""
         if self._precheck is None or not self._precheck.search(text):
-            return False
+            return []
         # Raw recognizer matches, without NLP artifacts: the analyzer's context enhancement only
         # raises the scores of these, so no match here means no pattern result there.
         entities = list(self.entities)
-        return any(r.analyze(text=text, entities=entities, nlp_artifacts=None) for r in self._pattern_recognizers)
+        return [hit for r in self._pattern_recognizers for hit in r.analyze(text=text, entities=entities,
+                                                                             nlp_artifacts=None)]
+
+    def _context_free(self, results: list[RecognizerResult]) -> bool:
+        """Whether the anonymized text cannot depend on context enhancement: every score already reaches the
+        threshold (context only raises scores) and no two results overlap or touch (scores only decide
+        between overlapping results, in the analyzer's de-duplication and the anonymizer's conflicts)."""
+        if any(r.score < self.score_threshold for r in results):
+            return False
+        spans = sorted((r.start, r.end) for r in results)
+        return all(end < start for (_, end), (start, _) in zip(spans, spans[1:]))
 
     def _anonymize(self, text: str, results: list[RecognizerResult]) -> tuple[str, dict[str, int]]:
         if not results:
@@ -308,7 +327,11 @@ class PiiRedactor:
                         f"text #{i} has {len(text)} characters, more than spaCy's limit of {self._max_length}; "
                         "split it before redaction"
                     )
-                if self._has_pattern_candidates(text):
+                results = self._pattern_results(text)
+                if results and not self.uses_ner and self._context_free(results):
+                    redacted, counts = self._anonymize(text, results)
+                    self._count(report, i, out, redacted, counts)
+                elif results:
                     full.append(i)
                 elif self.uses_ner:
                     ner_only.append(i)
@@ -346,11 +369,16 @@ class PiiRedactor:
                 nlp_artifacts=nlp_artifacts,
             )
             redacted, counts = self._anonymize(text, results)
-            if redacted != text:
-                report.texts_changed += 1
-                out[i] = redacted
-            for entity, n in counts.items():
-                report.entities[entity] = report.entities.get(entity, 0) + n
+            self._count(report, i, out, redacted, counts)
+
+    @staticmethod
+    def _count(report: RedactionReport, i: int, out: list[str | None], redacted: str, counts: dict[str, int]) -> None:
+        """Put ``redacted`` in ``out[i]`` and add it to ``report``."""
+        if redacted != out[i]:
+            report.texts_changed += 1
+            out[i] = redacted
+        for entity, n in counts.items():
+            report.entities[entity] = report.entities.get(entity, 0) + n
 
 
 @functools.lru_cache(maxsize=1)

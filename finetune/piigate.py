@@ -26,14 +26,21 @@ come from the candidate:
   Presidio reads the years 1640-1699 as German numbers), 6 for the other default regions.
 
 A region whose gate fails yields no match and is skipped; results of the others come in the same order,
-so :meth:`GatedPhoneRecognizer.analyze` returns what ``PhoneRecognizer.analyze`` returns.
+so :meth:`GatedPhoneRecognizer.analyze` returns what ``PhoneRecognizer.analyze`` returns. Within a text,
+the matcher runs only on the lines where the gate is found: no candidate spans a newline (it is not in
+the matcher's pattern), a newline next to a candidate passes the matcher's neighbour checks as the text's
+start and end do, and for texts shorter than :func:`_line_limit` the matcher's budget of tries cannot run
+out, so the lines give the matches the whole text gives, in the same order.
 
 **IP addresses** (:data:`IP_GATE`). Every IPv4 pattern of ``IpRecognizer`` contains a dotted quad, so a
 digit, a dot, 1-3 digits, a dot and a digit; every IPv6 pattern contains ``::`` or a hex digit, a colon
 and a hex digit.
 
-**Texts with none of the characters** (:func:`arrow_candidates`): the pattern recognizers need a digit,
-``@`` or ``:``; a pure-ASCII text without any of ``0-9 @ :`` is skipped without reaching Python.
+**Credit cards** (:data:`CARD_GATE`): the card pattern starts with 4 digits, an optional separator and 3
+digits. **E-mail addresses**: an ``@``.
+
+**Texts with none of these** (:func:`arrow_candidates`): a pure-ASCII text without a digit, ``@``, ``::``
+or a colon between hex digits is skipped without reaching Python (Arrow's RE2 over the whole batch).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["GatedPhoneRecognizer", "GatedIpRecognizer", "IP_GATE", "min_digits", "phone_gate", "arrow_candidates"]
+__all__ = ["GatedPhoneRecognizer", "GatedIpRecognizer", "GatedCreditCardRecognizer", "CARD_GATE", "IP_GATE", "gated", "min_digits", "phone_gate", "arrow_candidates"]
 
 IP_GATE = re.compile(r"[0-9]\.[0-9]{1,3}\.[0-9]|::|[0-9a-f]:[0-9a-f]", re.IGNORECASE)
 """Found in every text ``IpRecognizer`` has a match in (see the module doc)."""
@@ -100,27 +107,71 @@ def phone_gate(k: int) -> re.Pattern:
     return re.compile(f"{run}|{alpha}", re.IGNORECASE | re.UNICODE)
 
 
+def _line_limit() -> int:
+    """Longest text whose lines may be matched one by one (see :class:`GatedPhoneRecognizer`): below it the
+    matcher's budget of 65,535 tries cannot run out. A failed candidate costs 1 try plus, for each of the
+    matcher's inner patterns, at most 1 + its length; candidates are disjoint, so a text of n characters costs
+    at most (1 + 2 * inner patterns) * n tries. 0 (whole texts only) if the module differs from the one read."""
+    import phonenumbers.phonenumbermatcher as matcher
+
+    inner = getattr(matcher, "_INNER_MATCHES", None)
+    return 65_535 // (1 + 2 * len(inner)) if inner else 0
+
+
 @functools.lru_cache(maxsize=1)
 def _gated_phone_class():
+    import phonenumbers
+    from phonenumbers.phonenumberutil import NumberParseException
+    from presidio_analyzer import EntityRecognizer
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+    limit = _line_limit()
+
     class _Gated(PhoneRecognizer):
+        def _pieces(self, text: str) -> dict[str, list[tuple[int, str]]]:
+            """Per region, the ``(offset, piece)`` of ``text`` its matcher must see: the lines (or the whole
+            text) where the region's gate is found; a run of k digits holds a run of any fewer, so the
+            smallest k is tested first and each k once per piece."""
+            ks = sorted({min_digits(r) for r in self.supported_regions})
+            if not phone_gate(ks[0]).search(text):
+                return {}
+            if "\n" in text and len(text) < limit:
+                pieces, start = [], 0
+                for line in text.split("\n"):
+                    pieces.append((start, line))
+                    start += len(line) + 1
+            else:
+                pieces = [(0, text)]
+            passing: dict[int, list[tuple[int, str]]] = {k: [] for k in ks}
+            for start, piece in pieces:
+                for k in ks:
+                    if not phone_gate(k).search(piece):
+                        break
+                    passing[k].append((start, piece))
+            return {r: passing[min_digits(r)] for r in self.supported_regions if passing[min_digits(r)]}
+
+        def _matches(self, pieces: list[tuple[int, str]], region: str):
+            for start, piece in pieces:
+                for match in phonenumbers.PhoneNumberMatcher(piece, region, leniency=self.leniency):
+                    yield phonenumbers.PhoneNumberMatch(start + match.start, match.raw_string, match.number)
+
         def analyze(self, text, entities, nlp_artifacts=None):
-            # a run of k digits holds a run of any fewer: test the smallest k first, each k once
-            passed: dict[int, bool] = {}
-            for k in sorted({min_digits(r) for r in self.supported_regions}):
-                passed[k] = bool(phone_gate(k).search(text)) if not passed or all(passed.values()) else False
-            regions = [r for r in self.supported_regions if passed[min_digits(r)]]
-            if not regions:
+            pieces = self._pieces(text)
+            if not pieces:
                 return []
-            if len(regions) == len(self.supported_regions):
-                return super().analyze(text, entities, nlp_artifacts)
-            full = self.supported_regions
-            try:  # the skipped regions have no match: the same results in the same order
-                self.supported_regions = regions
-                return super().analyze(text, entities, nlp_artifacts)
-            finally:
-                self.supported_regions = full
+            # PhoneRecognizer.analyze's own loop, over the matches of the gated pieces
+            results = []
+            for region in self.supported_regions:
+                if region not in pieces:
+                    continue
+                for match in self._matches(pieces[region], region):
+                    try:
+                        parsed_number = phonenumbers.parse(text[match.start : match.end])
+                        region = phonenumbers.region_code_for_number(parsed_number)
+                        results += [self._get_recognizer_result(match, text, region, nlp_artifacts)]
+                    except NumberParseException:
+                        results += [self._get_recognizer_result(match, text, region, nlp_artifacts)]
+            return EntityRecognizer.remove_duplicates(results)
 
     _Gated.__name__ = _Gated.__qualname__ = "GatedPhoneRecognizer"
     return _Gated
@@ -133,18 +184,32 @@ def GatedPhoneRecognizer(**kwargs):  # noqa: N802 - builds a Presidio recognizer
     return _gated_phone_class()(**kwargs)
 
 
+CARD_GATE = re.compile(r"\d{4}[- ]?\d{3}")
+"""Found in every text ``CreditCardRecognizer`` has a match in: its pattern starts with a 4-digit group,
+an optional ``-`` or space, and a group of 3 or 4 digits."""
+
+
+def gated(recognizer: type, gate: re.Pattern | str) -> type:
+    """A subclass of the Presidio pattern recognizer class ``recognizer`` whose ``analyze`` returns ``[]`` at
+    once for a text ``gate`` (a compiled pattern, or a substring) is not found in, and otherwise what the
+    recognizer returns. Only sound where every match of the recognizer contains the gate."""
+    found = gate.search if isinstance(gate, re.Pattern) else (lambda text: gate in text)
+
+    class Gated(recognizer):
+        def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+            if not found(text):
+                return []
+            return super().analyze(text, entities, nlp_artifacts, regex_flags)
+
+    Gated.__name__ = Gated.__qualname__ = f"Gated{recognizer.__name__}"
+    return Gated
+
+
 @functools.lru_cache(maxsize=1)
 def _gated_ip_class():
     from presidio_analyzer.predefined_recognizers import IpRecognizer
 
-    class _Gated(IpRecognizer):
-        def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
-            if not IP_GATE.search(text):
-                return []
-            return super().analyze(text, entities, nlp_artifacts, regex_flags)
-
-    _Gated.__name__ = _Gated.__qualname__ = "GatedIpRecognizer"
-    return _Gated
+    return gated(IpRecognizer, IP_GATE)
 
 
 def GatedIpRecognizer(**kwargs):  # noqa: N802 - builds a Presidio recognizer (a class made on first use)
@@ -153,14 +218,38 @@ def GatedIpRecognizer(**kwargs):  # noqa: N802 - builds a Presidio recognizer (a
     return _gated_ip_class()(**kwargs)
 
 
-_ARROW_GATE = "[0-9@:]|[^\\x00-\\x7f]"
+@functools.lru_cache(maxsize=1)
+def _gated_card_class():
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+    return gated(CreditCardRecognizer, CARD_GATE)
+
+
+def GatedCreditCardRecognizer(**kwargs):  # noqa: N802 - builds a Presidio recognizer (a class made on first use)
+    """Presidio's ``CreditCardRecognizer`` (same arguments, same results) behind :data:`CARD_GATE`."""
+    return _gated_card_class()(**kwargs)
+
+
+_ARROW_GATE = "[0-9@]|::|[0-9A-Fa-f]:[0-9A-Fa-f]|{digits}"
+
+
+@functools.lru_cache(maxsize=1)
+def _arrow_gate() -> str:
+    """:data:`_ARROW_GATE` with RE2's ``\\p{Nd}`` for Python's Unicode ``\\d`` (what Presidio's and
+    python-phonenumbers' patterns use) when RE2 finds every character Python's ``\\d`` matches (checked
+    once per process over all code points, ~0.1 s); otherwise any non-ASCII character."""
+    everything = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
+    python_digits = re.findall(r"\d", everything)
+    found = pc.match_substring_regex(pa.array(python_digits, pa.string()), r"\p{Nd}")
+    digits = r"\p{Nd}" if pc.all(found).as_py() else "[^\\x00-\\x7f]"
+    return _ARROW_GATE.format(digits=digits)
 
 
 def arrow_candidates(texts: pa.Array) -> pa.Array:
-    """Boolean mask over a string array: False where a text is pure ASCII without a digit, ``@`` or ``:``
-    (no pattern recognizer can match it), True otherwise; False for nulls. Arrow's RE2 runs over the
-    whole array (no Python per text); any non-ASCII text stays a candidate, so Unicode digits are never
-    missed."""
+    """Boolean mask over a string array: False where a text has no digit (any Unicode decimal digit), no
+    ``@``, no ``::`` and no colon between hex digits (no pattern recognizer can match it, see
+    :data:`IP_GATE` for the colons), True otherwise; False for nulls. Arrow's RE2 runs over the whole array
+    (no Python per text)."""
     if not len(texts):
         return pa.array([], pa.bool_())
-    return pc.fill_null(pc.match_substring_regex(texts, _ARROW_GATE), False)
+    return pc.fill_null(pc.match_substring_regex(texts, _arrow_gate()), False)

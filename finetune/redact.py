@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from finetune.cleaning import prompt_parts, string_column
-from finetune.keyindex import KeyIndex
+from finetune import dedup
+from finetune.keyindex import KeyIndex, mix64
 from finetune.piigate import arrow_candidates
 
 __all__ = ["Redactor", "replace_texts"]
@@ -32,12 +33,54 @@ def _init_worker(entities: list[str]) -> None:
     _WORKER_REDACTOR.append(PiiRedactor(entities=entities))
 
 
-def _redact_job(new: list[str], again: list[str]) -> tuple[list[str], list[str], Any]:
-    """Redact ``new`` (counted) and ``again`` (seen in an earlier batch, not counted) in a worker."""
-    redactor = _WORKER_REDACTOR[0]
+def _changed(texts: list[str], out: list[str]) -> list[tuple[int, str]]:
+    return [(i, b) for i, (a, b) in enumerate(zip(texts, out)) if a != b]
+
+
+def _redact(redactor, new: list[str], again: list[str]) -> tuple[list, list, Any]:
+    """Redact ``new`` (counted) and ``again`` (seen in an earlier batch, not counted); returns the
+    ``(index, redacted)`` of the texts that changed in each, and the report of ``new``."""
     out_new, report = redactor.redact_many(new)
     out_again, _ = redactor.redact_many(again)
-    return out_new, out_again, report
+    return _changed(new, out_new), _changed(again, out_again), report
+
+
+def _redact_job(new: list[str], again: list[str]) -> tuple[list, list, Any]:
+    """:func:`_redact` in a worker process (only the changed texts travel back)."""
+    return _redact(_WORKER_REDACTOR[0], new, again)
+
+
+_CHUNK_BYTES = 1 << 21
+
+
+def _text_keys(texts: pa.Array) -> np.ndarray:
+    """A uint64 per text of a string array without nulls, from its UTF-8 bytes: two polynomial hashes mod
+    2**64 (:mod:`finetune.dedup`'s bases) and the length, mixed; equal texts give equal keys, different ones
+    collide with probability about 2**-64. Vectorised over the array's buffers (no Python string), in
+    pieces of about 2 MB (the power tables grow with the piece)."""
+    ends = np.cumsum(pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64) + 1)
+    out, start = [], 0
+    while start < len(texts):
+        stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK_BYTES)))
+        out.append(_piece_keys(texts.slice(start, stop - start)))
+        start = stop
+    return np.concatenate(out) if out else np.empty(0, np.uint64)
+
+
+def _piece_keys(texts: pa.Array) -> np.ndarray:
+    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    offsets = np.frombuffer(texts.buffers()[1], dtype=width)[texts.offset: texts.offset + len(texts) + 1].astype(np.int64)
+    data = texts.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.empty(0, np.uint8)
+    offsets = offsets - offsets[0]
+    c = raw.astype(np.uint64) + np.uint64(1)
+    keys = []
+    for powers in (dedup._POW_R, dedup._POW_S):
+        pos, neg = powers.get(len(c) + 1)
+        prefix = np.zeros(len(c) + 1, dtype=np.uint64)
+        np.cumsum(c * pos[:len(c)], dtype=np.uint64, out=prefix[1:])
+        keys.append((prefix[offsets[1:]] - prefix[offsets[:-1]]) * neg[offsets[:-1]])
+    return mix64(keys[0], keys[1], np.diff(offsets))
 
 
 class Redactor:
@@ -60,18 +103,19 @@ class Redactor:
 
             self.local = PiiRedactor(entities=entities)
 
-    def submit(self, texts: list[str]) -> list[Future]:
-        """Start redacting ``texts`` (distinct, non-empty); :meth:`collect` gives ``{text: redacted}``."""
-        hashes = np.fromiter((hash(t) for t in texts), dtype=np.int64, count=len(texts)).view(np.uint64)
-        new_mask = ~self.seen.contains(hashes)
-        self.seen.add(hashes[new_mask])
+    def submit(self, texts: pa.Array) -> list:
+        """Start redacting the distinct texts ``texts`` (an Arrow string array, no nulls or blanks);
+        :meth:`collect` gives ``{text: redacted}`` for those that changed."""
+        keys = _text_keys(texts)
+        new_mask = ~self.seen.contains(keys)
+        self.seen.add(keys[new_mask])
         if self.patterns_only:
-            candidate = arrow_candidates(pa.array(texts, pa.string())).to_numpy(zero_copy_only=False)
+            candidate = arrow_candidates(texts).to_numpy(zero_copy_only=False)
             self.skipped += int((new_mask & ~candidate).sum())
-            texts = [t for t, c in zip(texts, candidate.tolist()) if c]
+            texts = texts.filter(pa.array(candidate))
             new_mask = new_mask[candidate]
-        new = [t for t, m in zip(texts, new_mask.tolist()) if m]
-        again = [t for t, m in zip(texts, new_mask.tolist()) if not m]
+        new = texts.filter(pa.array(new_mask)).to_pylist()
+        again = texts.filter(pa.array(~new_mask)).to_pylist()
         parts = max(1, self.workers)
         jobs = []
         for p in range(parts):
@@ -80,9 +124,7 @@ class Redactor:
                 jobs.append(self.pool.submit(_redact_job, *args))
             else:
                 done: Future = Future()
-                out_new, report = self.local.redact_many(args[0])
-                out_again, _ = self.local.redact_many(args[1])
-                done.set_result((out_new, out_again, report))
+                done.set_result(_redact(self.local, *args))
                 jobs.append(done)
         return [(job, new[p::parts], again[p::parts]) for p, job in enumerate(jobs)]
 
@@ -91,9 +133,9 @@ class Redactor:
         _, _, contents = prompt_parts(table)
         texts = pa.concat_arrays([contents.cast(pa.string())]
                                  + [string_column(table, a).cast(pa.string()) for a in answer_columns])
-        distinct = [t for t in pc.unique(pc.drop_null(texts)).to_pylist() if t.strip()]
-        distinct.sort()
-        return self.submit(distinct)
+        distinct = pc.unique(pc.drop_null(texts))
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(distinct)), 0)
+        return self.submit(distinct.filter(pc.invert(blank)))
 
     def summary(self) -> dict[str, Any]:
         """``{"texts": distinct texts scanned, "texts_changed": n, "entities": {type: spans}}``."""
@@ -106,14 +148,13 @@ class Redactor:
         """Wait for :meth:`submit`'s jobs; ``{text: redacted}`` for the texts that changed."""
         changed: dict[str, str] = {}
         for job, new, again in jobs:
-            out_new, out_again, report = job.result()
+            changed_new, changed_again, report = job.result()
             if self.report is None:
                 self.report = report
             else:
                 self.report.merge(report)
-            for src, dst in zip(new + again, out_new + out_again):
-                if dst != src:
-                    changed[src] = dst
+            changed.update((new[i], text) for i, text in changed_new)
+            changed.update((again[i], text) for i, text in changed_again)
         return changed
 
     def close(self) -> None:

@@ -98,3 +98,44 @@ def test_a_build_in_small_batches_keeps_the_guarantees(lake):
     # cleaning does not depend on batches; de-duplication can only differ where greedy clusters meet
     assert small.report.steps[:5] == big.report.steps[:5]
     assert abs(small.report.steps[-1][1] - big.report.steps[-1][1]) <= 0.001 * big.report.steps[-1][1]
+
+
+@pytest.mark.parametrize("fmt", ["sft", "preference"])
+def test_exports_hold_each_parquet_row_as_its_targets_record(lake, fmt):
+    """The JSONL files (written from whole columns by Polars, Bedrock's built with Arrow compute, the OpenAI
+    and SageMaker SFT files shared) hold, line for line, ``export_record`` of the Parquet rows, as orjson
+    writes them."""
+    import orjson
+    import pyarrow.parquet as pq
+
+    from finetune.exports import EXPORT_FORMATS, export_record
+
+    stack, _ = lake
+    spec = parse_spec({"name": f"exports-{fmt}", "format": fmt, "cleaning": {"pii": False}})
+    built = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=2000))
+    for name in SPLITS:
+        rows = pq.read_table(built.files / "data" / f"{name}.parquet").to_pylist()
+        assert rows
+        for target in (t for t, fmts in EXPORT_FORMATS.items() if fmt in fmts):
+            lines = (built.files / "exports" / target / f"{name}.jsonl").read_bytes()
+            assert lines == b"".join(orjson.dumps(export_record(fmt, target, r)) + b"\n" for r in rows)
+
+
+def test_bedrock_lines_keep_system_messages_apart(lake):
+    """Rows with system messages get Bedrock's ``system`` list, the others none, in row order."""
+    import orjson
+    import pyarrow as pa
+
+    from finetune.exports import SCHEMAS, export_lines, export_record
+
+    stack, _ = lake
+    spec = parse_spec({"name": "bedrock-system", "format": "sft", "cleaning": {"pii": False}})
+    built = build.build(stack.catalog(), spec)
+    rows = built.splits["validation"].head(50).to_dict("records")
+    for i in (0, 7, 8, 49):
+        rows[i]["messages"] = [{"role": "system", "content": "Réponds brièvement."},
+                               {"role": "system", "content": "Cite sources."}] + list(rows[i]["messages"])
+    table = pa.Table.from_pylist(rows, schema=SCHEMAS["sft"])
+    lines = export_lines("sft", ["bedrock"], table)["bedrock"].splitlines()
+    assert lines == [orjson.dumps(export_record("sft", "bedrock", r)) for r in table.to_pylist()]
+    assert [b'"system"' in line for line in lines] == [i in (0, 7, 8, 49) for i in range(50)]

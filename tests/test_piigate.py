@@ -1,0 +1,155 @@
+"""finetune.piigate: the exact pre-checks in front of Presidio's phone and IP recognizers.
+
+Each gate must hold for every match the recognizer it guards can find: on the real oasst1 texts, on the
+planted PII of ``tests/test_pii.py`` and on generated phone-like and IP-like strings, the gated
+recognizers return exactly what Presidio's own return, and no text a pattern recognizer matches is
+dropped by the Arrow pre-filter.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import re
+
+import phonenumbers
+import pyarrow as pa
+import pytest
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    EmailRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+)
+
+from finetune.pii import PiiRedactor
+from finetune.piigate import (
+    CARD_GATE,
+    IP_GATE,
+    GatedCreditCardRecognizer,
+    GatedIpRecognizer,
+    GatedPhoneRecognizer,
+    arrow_candidates,
+    min_digits,
+    phone_gate,
+)
+from tests.test_pii import PLANTED, _oasst1_texts
+
+REGIONS = PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS
+
+
+def _key(results) -> list[tuple]:
+    return [(r.entity_type, r.start, r.end, r.score) for r in results]
+
+
+@pytest.fixture(scope="module")
+def texts(data_dir) -> list[str]:
+    """Real oasst1 texts holding a digit, ``@`` or ``:``, plus the planted PII in its carrier phrases."""
+    real = [t for t in _oasst1_texts(data_dir) if re.search(r"[\d@:]", t)]
+    return real + [phrase.format(value) for _, value, phrase in PLANTED]
+
+
+def _phone_like(rng: random.Random) -> str:
+    parts = list("0123456789") * 6 + list("-x.()/ +X#,\t~") + ["ext", "ext.", " x", "int", "(0)", "+49", "+1",
+                                                               "00", "0", "+x", "xx", "a", "e", "t", "\n"]
+    body = "".join(rng.choice(parts) for _ in range(rng.randint(1, 16)))
+    return rng.choice(["", "call ", "Tel: ", "abc ", "1999 "]) + body + rng.choice(["", " now", ".", "x", "%"])
+
+
+def test_gated_phone_recognizer_returns_what_presidio_returns(texts):
+    plain, gated = PhoneRecognizer(), GatedPhoneRecognizer()
+    found = 0
+    for text in texts:
+        expected = _key(plain.analyze(text, ["PHONE_NUMBER"]))
+        assert _key(gated.analyze(text, ["PHONE_NUMBER"])) == expected, text
+        found += bool(expected)
+    assert found >= 7  # the planted numbers at least: the comparison covers real matches
+
+
+def test_phone_gate_holds_for_every_number_the_matcher_finds():
+    """On generated phone-like strings (some of several lines), every region's matcher finds something only
+    where that region's gate does, and the gated recognizer returns what Presidio's does; the bound is
+    tight for DE (a 4-digit number)."""
+    rng = random.Random(0)
+    plain, gated = PhoneRecognizer(), GatedPhoneRecognizer()
+    matched = 0
+    for i in range(6000):
+        text = _phone_like(rng)
+        if i % 3 == 0:  # several lines: the gated recognizer matches line by line
+            text += "\n" + _phone_like(rng) + "\n\n" + _phone_like(rng)
+        if i < 2000:
+            assert _key(gated.analyze(text, ["PHONE_NUMBER"])) == _key(plain.analyze(text, ["PHONE_NUMBER"])), text
+        for region in REGIONS:
+            if next(iter(phonenumbers.PhoneNumberMatcher(text, region, leniency=1)), None) is not None:
+                matched += 1
+                assert phone_gate(min_digits(region)).search(text), (region, text)
+    assert matched > 100
+    assert next(iter(phonenumbers.PhoneNumberMatcher("born in 1699", "DE", leniency=1)), None) is not None
+    assert min_digits("DE") == 4 and not phone_gate(5).search("born in 1699")
+    assert all(min_digits(r) >= min_digits("DE") for r in REGIONS)
+    with pytest.raises(ValueError):
+        min_digits("ZZ")
+
+
+def test_gated_ip_recognizer_returns_what_presidio_returns(texts):
+    rng = random.Random(1)
+    made = []
+    for _ in range(300):
+        v4 = ipaddress.IPv4Address(rng.getrandbits(32))
+        v6 = ipaddress.IPv6Address(rng.getrandbits(128) & ~((1 << rng.randint(0, 96)) - 1))
+        made += [f"host {v4} up", f"from {v6.compressed}.", f"at {v6.exploded}", f"cidr {v4}/24", f"::ffff:{v4}"]
+    plain, gated = IpRecognizer(), GatedIpRecognizer()
+    found = 0
+    for text in texts + made:
+        expected = _key(plain.analyze(text, ["IP_ADDRESS"]))
+        assert _key(gated.analyze(text, ["IP_ADDRESS"])) == expected, text
+        assert not expected or IP_GATE.search(text)
+        found += bool(expected)
+    assert found > 1000
+
+
+def test_gated_card_and_email_recognizers_return_what_presidio_returns(texts):
+    rng = random.Random(2)
+    made = []
+    for _ in range(400):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(12, 19)))
+        groups = [digits[i:i + 4] for i in range(0, len(digits), 4)]
+        made += [f"card {rng.choice(['', '-', ' ']).join(groups)} ok", f"pay {digits}", f"mail x{digits[:5]}@ex.com"]
+    card, gated_card = CreditCardRecognizer(), GatedCreditCardRecognizer()
+    # the redactor's offline e-mail recognizer, with and without its "@" gate (EmailRecognizer.analyze is
+    # Presidio's own, still validating domains offline)
+    offline_email = next(r for r in PiiRedactor(entities=["EMAIL_ADDRESS"])._pattern_recognizers)
+    found = 0
+    for text in texts + made:
+        expected = _key(card.analyze(text, ["CREDIT_CARD"]))
+        assert _key(gated_card.analyze(text, ["CREDIT_CARD"])) == expected, text
+        assert not expected or CARD_GATE.search(text)
+        found += bool(expected)
+        assert (_key(offline_email.analyze(text, ["EMAIL_ADDRESS"]))
+                == _key(EmailRecognizer.analyze(offline_email, text, ["EMAIL_ADDRESS"])))
+    assert found > 20
+
+
+def test_arrow_prefilter_keeps_every_text_a_pattern_recognizer_matches(texts, data_dir):
+    everything = _oasst1_texts(data_dir)[:3000] + texts + ["plain words only", "ünïcode ４２ digits", "a@b"]
+    mask = arrow_candidates(pa.array(everything, pa.string())).to_pylist()
+    recognizers = [EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(), IpRecognizer()]
+    for text, candidate in zip(everything, mask):
+        if not candidate:
+            assert not any(r.analyze(text, r.supported_entities) for r in recognizers), text
+    assert mask.count(False) > 500  # it does skip texts
+    assert mask[-2:] == [True, True]
+
+
+def test_context_free_shortcut_gives_the_analyzers_output(texts):
+    """Without PERSON, texts whose pattern results are all above the threshold and apart skip spaCy and the
+    analyzer; the redacted texts and the report equal those of the full Presidio path on every text."""
+    extra = ["call 0171 2345678 or 0171-2345678", "ip ::1 and :: here, address :: ip",
+             "fe80::1 and 10.0.0.1/24, phone 212-555-0147 212-555-0147", "a@b.com4111 1111 1111 1111"]
+    redactor = PiiRedactor(entities=["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS"])
+    fast, fast_report = redactor.redact_many(texts + extra)
+    shortcuts = sum(bool(r) and redactor._context_free(r) for r in map(redactor._pattern_results, texts))
+    redactor._context_free = lambda results: False  # every text with a match through spaCy and the analyzer
+    full, full_report = redactor.redact_many(texts + extra)
+    assert fast == full and fast_report == full_report
+    assert shortcuts >= 15 and full_report.texts_changed >= 15  # the planted PII at least
