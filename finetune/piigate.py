@@ -27,10 +27,13 @@ come from the candidate:
 
 A region whose gate fails yields no match and is skipped; results of the others come in the same order,
 so :meth:`GatedPhoneRecognizer.analyze` returns what ``PhoneRecognizer.analyze`` returns. Within a text,
-the matcher runs only on the lines where the gate is found: no candidate spans a newline (it is not in
-the matcher's pattern), a newline next to a candidate passes the matcher's neighbour checks as the text's
-start and end do, and for texts shorter than :func:`_line_limit` the matcher's budget of tries cannot run
-out, so the lines give the matches the whole text gives, in the same order.
+the matcher runs only on the pieces where the gate is found, a piece running from one :data:`_HARD`
+character (newline, or an ASCII letter no candidate can hold) to the next, both kept: no candidate holds
+such a character, so the whole text's scan finds exactly the pieces' candidates in the same order; the
+matcher's neighbour checks (no Latin letter right before or after a candidate) see the same characters,
+or a text end where the piece has none, as the whole text's start and end; and for texts shorter than
+:func:`_line_limit` the matcher's budget of tries cannot run out, so the pieces give the matches the whole
+text gives.
 
 **IP addresses** (:data:`IP_GATE`). Every IPv4 pattern of ``IpRecognizer`` contains a dotted quad, so a
 digit, a dot, 1-3 digits, a dot and a digit; every IPv6 pattern contains ``::`` or a hex digit, a colon
@@ -107,6 +110,11 @@ def phone_gate(k: int) -> re.Pattern:
     return re.compile(f"{run}|{alpha}", re.IGNORECASE | re.UNICODE)
 
 
+_HARD = re.compile(r"[\nbcdfghjklmpqruvwyzBCDFGHJKLMPQRUVWYZ]")
+"""Characters no candidate of python-phonenumbers' matcher contains: newline and the ASCII letters outside
+its punctuation (``x``) and extension words (``ext``, ``extension``, ``int``, ``anexo``), either case."""
+
+
 def _line_limit() -> int:
     """Longest text whose lines may be matched one by one (see :class:`GatedPhoneRecognizer`): below it the
     matcher's budget of 65,535 tries cannot run out. A failed candidate costs 1 try plus, for each of the
@@ -129,25 +137,28 @@ def _gated_phone_class():
 
     class _Gated(PhoneRecognizer):
         def _pieces(self, text: str) -> dict[str, list[tuple[int, str]]]:
-            """Per region, the ``(offset, piece)`` of ``text`` its matcher must see: the lines (or the whole
-            text) where the region's gate is found; a run of k digits holds a run of any fewer, so the
-            smallest k is tested first and each k once per piece."""
+            """Per region, the ``(offset, piece)`` of ``text`` its matcher must see: the pieces (or the whole
+            text) where the region's gate is found. A piece runs from one :data:`_HARD` character to the next,
+            both included (the text's ends where there is none)."""
             ks = sorted({min_digits(r) for r in self.supported_regions})
-            if not phone_gate(ks[0]).search(text):
+            hits = {k: [(m.start(), m.end()) for m in phone_gate(k).finditer(text)] for k in ks}
+            if not hits[ks[0]]:
                 return {}
-            if "\n" in text and len(text) < limit:
-                pieces, start = [], 0
-                for line in text.split("\n"):
-                    pieces.append((start, line))
-                    start += len(line) + 1
-            else:
-                pieces = [(0, text)]
-            passing: dict[int, list[tuple[int, str]]] = {k: [] for k in ks}
-            for start, piece in pieces:
-                for k in ks:
-                    if not phone_gate(k).search(piece):
-                        break
-                    passing[k].append((start, piece))
+            if len(text) >= limit:
+                return {r: [(0, text)] for r in self.supported_regions if hits[min_digits(r)]}
+            reverse = text[::-1]
+            passing: dict[int, list[tuple[int, str]]] = {}
+            for k in ks:
+                pieces: dict[int, tuple[int, str]] = {}
+                for start, end in hits[k]:
+                    before = _HARD.search(reverse, len(text) - start)
+                    first = len(text) - 1 - before.start() if before else 0
+                    if first in pieces:
+                        continue
+                    after = _HARD.search(text, end)
+                    last = after.start() if after else len(text) - 1
+                    pieces[first] = (first, text[first:last + 1])
+                passing[k] = list(pieces.values())
             return {r: passing[min_digits(r)] for r in self.supported_regions if passing[min_digits(r)]}
 
         def _matches(self, pieces: list[tuple[int, str]], region: str):
