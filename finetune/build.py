@@ -48,7 +48,8 @@ __all__ = ["BuildReport", "Built", "build", "version_id"]
 @dataclass
 class BuildReport:
     """Counts after each step, PII redactions, split sizes and the distributions, for the card;
-    ``seconds`` of the build, ``phase_seconds`` (select, pass 1, splits, pass 2) and ``state_bytes``
+    ``seconds`` of the build, ``phase_seconds`` (select, pass 1, splits, pass 2), ``phase_peak_rss_mb``
+    (peak resident memory during each phase, MiB) and ``state_bytes``
     (cross-batch state at its largest, see :mod:`finetune.stream`)."""
 
     steps: list[tuple[str, int]] = field(default_factory=list)
@@ -60,6 +61,7 @@ class BuildReport:
     state_bytes: int = 0
     pii_workers: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    phase_peak_rss_mb: dict[str, int] = field(default_factory=dict)
 
 
 class _Splits(Mapping):
@@ -127,7 +129,8 @@ def build(catalog: Catalog, spec: DatasetSpec, lake: LakeSettings | None = None,
         raise
     report = BuildReport(steps=stats.steps, dropped=stats.dropped, pii=stats.pii, splits=stats.splits,
                          distribution=stats.distribution, state_bytes=stats.state_bytes,
-                         pii_workers=stats.pii_workers, phase_seconds=stats.seconds)
+                         pii_workers=stats.pii_workers, phase_seconds=stats.seconds,
+                         phase_peak_rss_mb=stats.peak_rss_mb)
     report.seconds = round(time.perf_counter() - started, 2)
     built = Built(version_id(spec, snap), spec, snap, folder, report, stats.exports)
     weakref.finalize(built, _cleanup, folder)

@@ -77,7 +77,8 @@ class StreamStats:
     """Counts and sizes of one streaming build: ``steps`` (name, rows after), ``dropped`` (name → rows),
     ``pii`` (texts, texts_changed, entities), ``splits`` (name → rows), ``distribution`` (split → dim →
     value → rows), ``exports`` (target → rows), ``state_bytes`` (cross-batch state at its largest),
-    ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds: select, pass 1, splits, pass 2)."""
+    ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds: select, pass 1, splits, pass 2),
+    ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only)."""
 
     steps: list[tuple[str, int]]
     dropped: dict[str, int]
@@ -88,6 +89,7 @@ class StreamStats:
     state_bytes: int
     pii_workers: int
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, int] = field(default_factory=dict)
 
 
 def _prefetch(pool: ThreadPoolExecutor, items: Iterator, fn: Callable, depth: int = 1) -> Iterator:
@@ -100,6 +102,24 @@ def _prefetch(pool: ThreadPoolExecutor, items: Iterator, fn: Callable, depth: in
             yield futures.popleft().result()
     while futures:
         yield futures.popleft().result()
+
+
+def _peak_rss_mb() -> int | None:
+    """This process's peak resident set size so far (``VmHWM``), MiB; None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) // 1024 for line in fh if line.startswith("VmHWM"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _reset_peak_rss() -> None:
+    """Start a new peak for :func:`_peak_rss_mb` (Linux: ``5`` to /proc/self/clear_refs); no-op elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) -> Path:
@@ -133,14 +153,16 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
     started = time.perf_counter()
     selected = _select(con_factory, spec, folder, config)
     seconds["select"] = time.perf_counter() - started
+    memory = {"select": _peak_rss_mb()}
+    _reset_peak_rss()
     try:
-        return _passes(spec, folder, config, selected, seconds)
+        return _passes(spec, folder, config, selected, seconds, memory)
     finally:
         selected.unlink(missing_ok=True)
 
 
 def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Path,
-            seconds: dict[str, float]) -> StreamStats:
+            seconds: dict[str, float], memory: dict[str, int | None]) -> StreamStats:
     fmt = spec.format
     cleaner = Cleaner(spec)
     started = time.perf_counter()
@@ -150,6 +172,8 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
         for prepared in _prefetch(pool, batches, cleaner.prepare, depth=threads):
             cleaner.apply(prepared)
     seconds["pass 1"] = time.perf_counter() - started
+    memory["pass 1"] = _peak_rss_mb()
+    _reset_peak_rss()
     counts = cleaner.counts
     if counts["selected"] == 0:
         raise DatasetError(f"{spec.name}: the selection matched nothing in the lake")
@@ -263,6 +287,7 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
                 _link(folder / "exports" / owner[line_shape(fmt, t)] / f"{name}.jsonl",
                       folder / "exports" / t / f"{name}.jsonl")
     seconds["pass 2"] = time.perf_counter() - started
+    memory["pass 2"] = _peak_rss_mb()
     if redactor is not None:
         pii = redactor.summary()
         steps.append(("PII redacted (rows kept)", kept_rows))
@@ -272,7 +297,7 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     exports = {t: exported[t] for t in EXPORT_FORMATS}
     seconds = {k: round(v, 2) for k, v in seconds.items()}
     return StreamStats(steps, dropped, pii, split_rows, distribution, exports, state_bytes,
-                       workers if redactor else 0, seconds)
+                       workers if redactor else 0, seconds, {k: v for k, v in memory.items() if v is not None})
 
 
 def _link(src: Path, dst: Path) -> None:
