@@ -290,19 +290,35 @@ def _codepoints(data: np.ndarray, lead: np.ndarray) -> np.ndarray:
     )
 
 
+def string_buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, offsets)`` of an Arrow string array without nulls, zero-copy: ``data`` uint8, the texts' UTF-8
+    bytes back to back; ``offsets`` int64 (n+1,), text ``i`` is ``data[offsets[i]:offsets[i+1]]``."""
+    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    offsets = np.frombuffer(texts.buffers()[1], dtype=width)[texts.offset: texts.offset + len(texts) + 1]
+    offsets = offsets.astype(np.int64)
+    raw = texts.buffers()[2]
+    data = np.frombuffer(raw, dtype=np.uint8)[offsets[0]:offsets[-1]] if raw is not None else np.empty(0, np.uint8)
+    return data, offsets - offsets[0]
+
+
+def byte_pieces(texts: pa.Array, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of ``texts`` (an Arrow string array) holding about ``size`` bytes each (at least
+    one text), for work whose scratch memory grows with the bytes at hand."""
+    ends = np.cumsum(pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64) + 1)
+    bounds, start = [], 0
+    while start < len(texts):
+        stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + size)))
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
 def _utf8_arrow(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_utf8_batch` for an Arrow string array (nulls read as empty texts), without making a Python
     string of each text: the bytes come from the array's buffers, and only texts holding a character the
     byte-level pass cannot normalise are decoded and :func:`normalise`-d."""
     texts = pc.fill_null(texts, "") if texts.null_count else texts
-    if pa.types.is_large_string(texts.type):
-        offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)
-    else:
-        offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)
-    offsets = offsets[texts.offset: texts.offset + len(texts) + 1].astype(np.int64)
-    raw = np.frombuffer(texts.buffers()[2], dtype=np.uint8) if texts.buffers()[2] is not None else np.empty(0, np.uint8)
-    data = raw[offsets[0]:offsets[-1]]
-    offsets = offsets - offsets[0]
+    data, offsets = string_buffers(texts)
     n = len(texts)
     lead = np.flatnonzero(data >= 0xC0)  # first byte of every multi-byte character
     if len(lead):

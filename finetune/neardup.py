@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from finetune import dedup
 from finetune.keyindex import KeyIndex, mix64
@@ -49,14 +48,7 @@ def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     if isinstance(texts, pa.Array):
-        sizes = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-        ends = np.cumsum(sizes)
-        bounds, start = [], 0
-        while start < len(texts):  # at least one text a piece
-            stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK_CHARS)))
-            bounds.append((start, stop))
-            start = stop
-        pieces = (texts.slice(a, b - a) for a, b in bounds)
+        pieces = (texts.slice(a, b - a) for a, b in dedup.byte_pieces(texts, _CHUNK_CHARS))
     else:
         texts = list(texts)
         bounds, start = [], 0

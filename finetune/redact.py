@@ -58,21 +58,12 @@ def _text_keys(texts: pa.Array) -> np.ndarray:
     2**64 (:mod:`finetune.dedup`'s bases) and the length, mixed; equal texts give equal keys, different ones
     collide with probability about 2**-64. Vectorised over the array's buffers (no Python string), in
     pieces of about 2 MB (the power tables grow with the piece)."""
-    ends = np.cumsum(pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64) + 1)
-    out, start = [], 0
-    while start < len(texts):
-        stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK_BYTES)))
-        out.append(_piece_keys(texts.slice(start, stop - start)))
-        start = stop
+    out = [_piece_keys(texts.slice(a, b - a)) for a, b in dedup.byte_pieces(texts, _CHUNK_BYTES)]
     return np.concatenate(out) if out else np.empty(0, np.uint64)
 
 
 def _piece_keys(texts: pa.Array) -> np.ndarray:
-    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
-    offsets = np.frombuffer(texts.buffers()[1], dtype=width)[texts.offset: texts.offset + len(texts) + 1].astype(np.int64)
-    data = texts.buffers()[2]
-    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.empty(0, np.uint8)
-    offsets = offsets - offsets[0]
+    raw, offsets = dedup.string_buffers(texts)
     c = raw.astype(np.uint64) + np.uint64(1)
     keys = []
     for powers in (dedup._POW_R, dedup._POW_S):
