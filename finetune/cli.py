@@ -42,6 +42,9 @@ def dataset_build(spec_path: Path = typer.Argument(..., help="YAML spec (see fin
     for step, rows in built.report.steps:
         typer.echo(f"{step:34s} {rows:9,d}")
     typer.echo(f"splits: {built.report.splits}; PII redacted in {built.report.pii.get('texts_changed', 0):,} texts")
+    phases = ", ".join(f"{name} {seconds}s" for name, seconds in built.report.phase_seconds.items())
+    peak = max(built.report.phase_peak_rss_mb.values(), default=None)
+    typer.echo(f"time: {phases}" + (f"; peak memory {peak:,} MB" if peak is not None else ""))
     typer.echo(f"{'built' if new else 'rebuilt (already registered)'} {built.version} in {built.report.seconds}s -> {folder}")
 
 

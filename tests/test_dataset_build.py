@@ -119,7 +119,7 @@ def test_a_rebuild_is_byte_identical_and_registered_once(lake, tmp_path, monkeyp
         folder = next((tmp_path / f"root{attempt}").iterdir())
         digests.append({p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted(folder.rglob("*")) if p.is_file()})
-    assert "rebuilt (already registered)" in result.output
+    assert "rebuilt (already registered)" in result.output and "time: select " in result.output
     assert digests[0] == digests[1] and "data/train.parquet" in digests[0] and "exports/openai/train.jsonl" in digests[0]
     listed = runner.invoke(app, ["dataset", "list"])
     assert sum(line.startswith("tulu-prefs-") for line in listed.output.splitlines()) == 1
