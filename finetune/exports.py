@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finetune.cleaning import prompt_parts
+from finetune.cleaning import prompt_parts, string_column
 
 __all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record", "export_lines", "line_shape"]
 
@@ -97,15 +97,17 @@ def format_rows(fmt: str, table: pa.Table, prompt_contents: pa.Array, answers: d
     return pa.table([cols[f.name] for f in schema], schema=schema)
 
 
+_EXPORT_COLUMNS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"),
+                   "kto": ("prompt", "completion", "label")}
+
+
 def export_record(fmt: str, target: str, row: dict) -> dict | None:
     """One output row (a dict in the format's columns) as the export ``target`` wants it, or None when the
     target takes no such format (see :data:`EXPORT_FORMATS`)."""
     if fmt not in EXPORT_FORMATS[target]:
         return None
     if target == "sagemaker":
-        keep = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"),
-                "kto": ("prompt", "completion", "label")}
-        return {k: row[k] for k in keep[fmt]}
+        return {k: row[k] for k in _EXPORT_COLUMNS[fmt]}
     if target == "openai":
         if fmt == "sft":
             return {"messages": row["messages"]}
@@ -114,10 +116,6 @@ def export_record(fmt: str, target: str, row: dict) -> dict | None:
     system = [{"text": m["content"]} for m in row["messages"] if m["role"] == "system"]
     turns = [{"role": m["role"], "content": [{"text": m["content"]}]} for m in row["messages"] if m["role"] != "system"]
     return {"schemaVersion": "bedrock-conversation-2024", **({"system": system} if system else {}), "messages": turns}
-
-
-_EXPORT_COLUMNS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"),
-                   "kto": ("prompt", "completion", "label")}
 
 
 def line_shape(fmt: str, target: str) -> str:
@@ -135,11 +133,6 @@ def _ndjson(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pl.from_arrow(table).write_ndjson(buf)
     return buf.getvalue()
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    col = table[name]
-    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
 
 
 def _bedrock_lines(messages: pa.ListArray) -> bytes:
@@ -193,9 +186,9 @@ def export_lines(fmt: str, targets: list[str], table: pa.Table) -> dict[str, byt
             lines = _ndjson(table.select(list(_EXPORT_COLUMNS[fmt])))
         elif t == "openai":
             lines = _ndjson(pa.table({
-                "input": pa.StructArray.from_arrays([_column(table, "prompt")], names=["messages"]),
-                "preferred_output": _column(table, "chosen"), "non_preferred_output": _column(table, "rejected")}))
+                "input": pa.StructArray.from_arrays([string_column(table, "prompt")], names=["messages"]),
+                "preferred_output": string_column(table, "chosen"), "non_preferred_output": string_column(table, "rejected")}))
         else:
-            lines = _bedrock_lines(_column(table, "messages"))
+            lines = _bedrock_lines(string_column(table, "messages"))
         by_shape[shape] = out[t] = lines
     return out

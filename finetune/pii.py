@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from finetune.errors import DatasetError
-from finetune.piigate import GatedCreditCardRecognizer, GatedIpRecognizer, GatedPhoneRecognizer
+from finetune.piigate import GatedCreditCardRecognizer, GatedIpRecognizer, GatedPhoneRecognizer, gated_email_class
 
 if TYPE_CHECKING:  # pragma: no cover
     from presidio_analyzer import EntityRecognizer, RecognizerResult
@@ -144,18 +144,12 @@ def installed_spacy_model() -> str:
 def _offline_email_recognizer(language: str) -> EntityRecognizer:
     """Presidio's EmailRecognizer with its tldextract check bound to the bundled suffix-list snapshot."""
     import tldextract
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
     extractor = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
 
-    class OfflineEmailRecognizer(EmailRecognizer):
+    class OfflineEmailRecognizer(gated_email_class()):
         def validate_result(self, pattern_text: str) -> bool:
             return extractor(pattern_text).fqdn != ""
-
-        def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
-            if "@" not in text:  # the e-mail pattern has a literal "@" (finetune.piigate)
-                return []
-            return super().analyze(text, entities, nlp_artifacts, regex_flags)
 
     return OfflineEmailRecognizer(supported_language=language)
 

@@ -216,29 +216,29 @@ def gated(recognizer: type, gate: re.Pattern | str) -> type:
     return Gated
 
 
-@functools.lru_cache(maxsize=1)
-def _gated_ip_class():
-    from presidio_analyzer.predefined_recognizers import IpRecognizer
+@functools.lru_cache(maxsize=None)
+def _gated_class(name: str) -> type:
+    """:func:`gated` Presidio's predefined recognizer class ``name`` behind its gate (made once)."""
+    from presidio_analyzer import predefined_recognizers
 
-    return gated(IpRecognizer, IP_GATE)
+    gate = {"IpRecognizer": IP_GATE, "CreditCardRecognizer": CARD_GATE, "EmailRecognizer": "@"}[name]
+    return gated(getattr(predefined_recognizers, name), gate)
 
 
 def GatedIpRecognizer(**kwargs):  # noqa: N802 - builds a Presidio recognizer (a class made on first use)
     """Presidio's ``IpRecognizer`` (same arguments, same results) that returns no result at once for a text
     without :data:`IP_GATE` (about 9x faster on texts holding a digit or a colon)."""
-    return _gated_ip_class()(**kwargs)
-
-
-@functools.lru_cache(maxsize=1)
-def _gated_card_class():
-    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
-
-    return gated(CreditCardRecognizer, CARD_GATE)
+    return _gated_class("IpRecognizer")(**kwargs)
 
 
 def GatedCreditCardRecognizer(**kwargs):  # noqa: N802 - builds a Presidio recognizer (a class made on first use)
     """Presidio's ``CreditCardRecognizer`` (same arguments, same results) behind :data:`CARD_GATE`."""
-    return _gated_card_class()(**kwargs)
+    return _gated_class("CreditCardRecognizer")(**kwargs)
+
+
+def gated_email_class() -> type:
+    """Presidio's ``EmailRecognizer`` behind an ``@`` gate (its pattern has a literal ``@``), to subclass."""
+    return _gated_class("EmailRecognizer")
 
 
 _ARROW_GATE = "[0-9@]|::|[0-9A-Fa-f]:[0-9A-Fa-f]|{digits}"
