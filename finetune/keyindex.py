@@ -3,7 +3,7 @@
 Keys live in sorted runs of numpy arrays (an LSM-style layout): each :meth:`KeyIndex.add` appends one
 sorted run and runs are merged while the newest is at least half the size of the one before, so there
 are O(log n) runs and every key is stored once. Memory is 12 bytes a key (8 for the key, 4 for the
-value) plus, during a merge, one temporary copy of the runs merged. Lookups are vectorised binary
+value) plus, during a merge (linear, :func:`_merge`), the merged copy and 9 bytes a key of the newer run. Lookups are vectorised binary
 searches over the runs. Nothing is ever deleted.
 """
 
@@ -29,6 +29,19 @@ def mix64(*parts: np.ndarray) -> np.ndarray:
             h *= _M2
             h ^= h >> _S
     return h
+
+
+def _merge(a: np.ndarray, av: np.ndarray, b: np.ndarray, bv: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
+    """Merge the sorted runs ``a`` and ``b`` (with their values) into ``keys`` and ``values`` (length
+    ``len(a) + len(b)``) in linear time: ``b``'s keys go after the equal keys of ``a``, as a stable sort of
+    the two runs back to back would put them."""
+    at = np.searchsorted(a, b, side="right") + np.arange(len(b))
+    from_a = np.ones(len(keys), dtype=bool)
+    from_a[at] = False
+    keys[at] = b
+    values[at] = bv
+    keys[from_a] = a
+    values[from_a] = av
 
 
 class KeyIndex:
@@ -86,8 +99,8 @@ class KeyIndex:
         self._keys.append(uniq)
         self._values.append(values[first].astype(np.int32))
         while len(self._keys) > 1 and len(self._keys[-1]) * 2 >= len(self._keys[-2]):
-            k = np.concatenate([self._keys.pop(-2), self._keys.pop(-1)])
-            v = np.concatenate([self._values.pop(-2), self._values.pop(-1)])
-            order = np.argsort(k, kind="stable")
-            self._keys.append(k[order])
-            self._values.append(v[order])
+            b, bv = self._keys.pop(-1), self._values.pop(-1)
+            a, av = self._keys.pop(-1), self._values.pop(-1)
+            self._keys.append(np.empty(len(a) + len(b), dtype=np.uint64))
+            self._values.append(np.empty(len(a) + len(b), dtype=np.int32))
+            _merge(a, av, b, bv, self._keys[-1], self._values[-1])

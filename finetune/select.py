@@ -137,7 +137,7 @@ def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, l
     """The SQL and bound values of the SFT candidates (creates its temp views on ``con``). Columns:
     conversation_id, message_id, prompt (list of {role, content}), response (the correction where there
     is one), corrected, origin (why it qualified, comma-joined), source, app, model, prompt_version,
-    unsafe. Ordered by conversation_id, message_id."""
+    unsafe. Unordered (see :data:`SORT_KEYS`)."""
     sel = spec.selection
     _feedback_views(con, spec)
     params: list = []
@@ -160,7 +160,7 @@ def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, l
                    {origin} AS origin, coalesce(a.unsafe, false) AS unsafe
             FROM interactions i LEFT JOIN per_answer a USING (message_id) LEFT JOIN w USING (message_id)
             WHERE {where})
-        WHERE origin <> '' ORDER BY conversation_id, message_id""", params
+        WHERE origin <> ''""", params
 
 
 def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
@@ -209,9 +209,7 @@ def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple
              JOIN interactions r ON r.message_id = p.rejected_message_id
              LEFT JOIN per_answer a ON a.message_id = c.message_id
              LEFT JOIN flipped x ON x.chosen_message_id = p.chosen_message_id AND x.rejected_message_id = p.rejected_message_id
-        WHERE {where}
-        ORDER BY c.conversation_id, p.chosen_message_id, p.rejected_message_id, p.origin, p.strength DESC NULLS LAST""", \
-        params
+        WHERE {where}""", params
 
 
 def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
@@ -224,17 +222,31 @@ def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, l
     return f"""
         SELECT {ANSWER_COLS}, a.ups > a.downs AS label, a.ups = a.downs AS tied, coalesce(a.unsafe, false) AS unsafe
         FROM interactions i JOIN per_answer a USING (message_id)
-        WHERE a.ups + a.downs > 0 AND {where}
-        ORDER BY i.conversation_id, i.message_id""", params
+        WHERE a.ups + a.downs > 0 AND {where}""", params
 
+
+SORT_KEYS = {
+    "sft": (("conversation_id", "ascending"), ("message_id", "ascending")),
+    "preference": (("conversation_id", "ascending"), ("chosen_message_id", "ascending"),
+                   ("rejected_message_id", "ascending"), ("origin", "ascending"), ("strength", "descending")),
+    "kto": (("conversation_id", "ascending"), ("message_id", "ascending")),
+}
+"""Per format: the stream order of the candidates, ``(column, "ascending" | "descending")``, nulls last (as
+DuckDB's default). Rows equal in all of them are equal in every column (the same answer, or the same pair
+from the same source), so the order is total on what the build sees."""
 
 DROPPED_FLAG = {"sft": None, "preference": ("conflicting", "conflicting pairs dropped"),
                 "kto": ("tied", "as many thumbs up as down (dropped)")}
 """Per format: the query's flag column of rows dropped before ``selected``, and the card's name for them."""
 
 
-def candidate_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
-    """SQL and bound values of the format's candidates, ordered by conversation_id first (the streaming
-    build relies on it); see :data:`DROPPED_FLAG` for the flag column to filter. Raises DatasetError as
-    the format's query does."""
-    return {"sft": sft_query, "preference": preference_query, "kto": kto_query}[spec.format](con, spec)
+def candidate_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, ordered: bool = True) -> tuple[str, list]:
+    """SQL and bound values of the format's candidates, in :data:`SORT_KEYS` order when ``ordered`` (the
+    streaming build sorts them itself: :mod:`finetune.extsort`); see :data:`DROPPED_FLAG` for the flag column
+    to filter. Raises DatasetError as the format's query does."""
+    sql, params = {"sft": sft_query, "preference": preference_query, "kto": kto_query}[spec.format](con, spec)
+    if ordered:
+        keys = ", ".join(f"{name} {'DESC' if order == 'descending' else 'ASC'} NULLS LAST"
+                         for name, order in SORT_KEYS[spec.format])
+        sql = f"SELECT * FROM ({sql}) ORDER BY {keys}"
+    return sql, params

@@ -1,9 +1,11 @@
 """The streaming build: select → clean → deduplicate → split → redact → write, in batches of rows.
 
-1. **Selection**: DuckDB writes the candidate query (:func:`finetune.select.candidate_query`, ordered by
-   conversation id first) to a Parquet file in the work folder with ``COPY`` (its sort spills to disk
-   beyond ``duckdb_memory``; DuckDB's Python result, ``execute().fetch_record_batch``, would hold the
-   whole sorted result in memory).
+1. **Selection**: DuckDB writes the candidate query (:func:`finetune.select.candidate_query`) unsorted to
+   a Parquet file in the work folder with ``COPY`` (spilling to disk beyond ``duckdb_memory``);
+   :func:`finetune.extsort.sort_parquet` puts it in stream order (:data:`finetune.select.SORT_KEYS`:
+   conversation id first) in buckets of ``sort_rows`` rows. DuckDB's own ``ORDER BY`` held some 1.2 GB
+   beyond its limit at a million conversations, and its Python result (``fetch_record_batch``) the whole
+   sorted result.
 2. **Pass 1** reads it back in batches of ``batch_rows``: :class:`finetune.cleaning.Cleaner` computes the
    cleaning masks and fingerprints of the next batch in a second thread while this one is deduplicated
    against what earlier batches kept; it records which rows of each batch are kept.
@@ -14,8 +16,8 @@
    texts with Presidio (:mod:`finetune.redact`; in worker processes for large builds), and appends each
    split to ``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl`` (:mod:`finetune.exports`).
 
-Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it); Python holds a
-few batches, plus the compact cross-batch state of :mod:`finetune.cleaning` (O(rows), about 150 bytes a
+Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it); the sort holds a
+bucket; Python holds a few batches, plus the compact cross-batch state of :mod:`finetune.cleaning` (O(rows), about 150 bytes a
 distinct long text) and 8 bytes a distinct text for PII counting. :attr:`StreamStats.state_bytes` reports
 the former; :attr:`StreamStats.seconds` the time of each phase.
 
@@ -40,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from finetune import select
+from finetune import extsort, select
 from finetune.cleaning import ANSWERS, Cleaner, prompt_parts, step_names, string_column
 from finetune.errors import DatasetError
 from finetune.exports import EXPORT_FORMATS, SCHEMAS, export_lines, format_rows, line_shape
@@ -57,7 +59,8 @@ _SELECTED = "selected.parquet"
 class StreamConfig:
     """Knobs of the streaming build.
 
-    ``batch_rows``: candidate rows per batch (memory scales with it). ``duckdb_memory``: DuckDB's
+    ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per bucket of
+    the selection's external sort (memory scales with it too). ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` kept rows, else
     one per CPU core, at most 4). ``prepare_threads``: threads computing pass 1's cleaning masks and
@@ -65,7 +68,8 @@ class StreamConfig:
     """
 
     batch_rows: int = 8192
-    duckdb_memory: str = "1GB"
+    sort_rows: int = 32_768
+    duckdb_memory: str = "512MB"
     duckdb_threads: int | None = None
     pii_workers: int | None = None
     pii_pool_min_rows: int = 50_000
@@ -122,22 +126,44 @@ def _reset_peak_rss() -> None:
         pass
 
 
+def _release_memory() -> None:
+    """Hand memory freed by the phase just ended back to the system: Arrow's pool keeps freed blocks for
+    reuse (``release_unused``) and glibc's heap keeps freed small blocks (``malloc_trim``, where glibc is
+    the allocator); neither changes what is allocated, only the resident memory between phases."""
+    import gc
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) -> Path:
-    """Write the ordered candidates to ``folder/selected.parquet`` with DuckDB's COPY; returns the path."""
+    """Write the candidates in stream order to ``folder/selected.parquet``; returns the path. DuckDB writes
+    them unsorted with ``COPY`` (spilling beyond ``duckdb_memory``), :func:`finetune.extsort.sort_parquet`
+    orders them in buckets of about ``sort_rows`` rows."""
     spill = folder / ".duckdb_tmp"
+    unsorted = folder / "candidates.parquet"
     selected = folder / _SELECTED
     con = con_factory(config.duckdb_memory, config.duckdb_threads)
     try:
-        # DuckDB's Python result (execute().fetch_record_batch) materialises the whole sorted result outside
-        # its memory limit; COPY sorts within the limit (spilling to `spill`) and writes the ordered rows.
         con.execute(f"SET temp_directory = '{spill}'")
-        con.execute("SET preserve_insertion_order = true")
-        sql, params = select.candidate_query(con, spec)
-        con.execute(f"COPY ({sql}) TO '{selected}' (FORMAT parquet, COMPRESSION zstd, "
+        con.execute("SET preserve_insertion_order = false")
+        sql, params = select.candidate_query(con, spec, ordered=False)
+        con.execute(f"COPY ({sql}) TO '{unsorted}' (FORMAT parquet, COMPRESSION lz4_raw, "
                     f"ROW_GROUP_SIZE {int(config.batch_rows)})", params)
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+    try:
+        extsort.sort_parquet(unsorted, selected, select.SORT_KEYS[spec.format], folder / ".sort_tmp",
+                             bucket_rows=config.sort_rows, batch_rows=config.batch_rows)
+    finally:
+        unsorted.unlink(missing_ok=True)
     return selected
 
 
@@ -154,6 +180,7 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
     selected = _select(con_factory, spec, folder, config)
     seconds["select"] = time.perf_counter() - started
     memory = {"select": _peak_rss_mb()}
+    _release_memory()
     _reset_peak_rss()
     try:
         return _passes(spec, folder, config, selected, seconds, memory)
@@ -168,12 +195,11 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     started = time.perf_counter()
     threads = max(1, min(config.prepare_threads, os.cpu_count() or 1))
     with ThreadPoolExecutor(threads, thread_name_prefix="flywheel-prepare") as pool:
-        batches = pq.ParquetFile(selected).iter_batches(batch_size=config.batch_rows)
+        batches = pq.ParquetFile(selected, pre_buffer=False).iter_batches(batch_size=config.batch_rows)
         for prepared in _prefetch(pool, batches, cleaner.prepare, depth=threads):
             cleaner.apply(prepared)
     seconds["pass 1"] = time.perf_counter() - started
     memory["pass 1"] = _peak_rss_mb()
-    _reset_peak_rss()
     counts = cleaner.counts
     if counts["selected"] == 0:
         raise DatasetError(f"{spec.name}: the selection matched nothing in the lake")
@@ -192,6 +218,8 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     state_bytes = cleaner.state_bytes
     keep, kept_groups = cleaner.keep, cleaner.kept_groups
     del cleaner
+    _release_memory()
+    _reset_peak_rss()
 
     started = time.perf_counter()
     kept_rows = rows
@@ -252,7 +280,7 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     try:
         pending: deque = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
-            batches = enumerate(pq.ParquetFile(selected).iter_batches(batch_size=config.batch_rows))
+            batches = enumerate(pq.ParquetFile(selected, pre_buffer=False).iter_batches(batch_size=config.batch_rows))
             for i, table in _prefetch(pool, batches, kept):
                 if not table.num_rows:
                     continue
