@@ -49,8 +49,8 @@ __all__ = ["BuildReport", "Built", "build", "version_id"]
 class BuildReport:
     """Counts after each step, PII redactions, split sizes and the distributions, for the card;
     ``seconds`` of the build, ``phase_seconds`` (select, pass 1, splits, pass 2), ``phase_peak_rss_mb``
-    (peak resident memory during each phase, MiB) and ``state_bytes``
-    (cross-batch state at its largest, see :mod:`finetune.stream`)."""
+    (peak resident memory during each phase, MiB), ``state_bytes`` (cross-batch state in memory at the
+    end of pass 1, see :mod:`finetune.stream`) and ``state_disk_bytes`` (its key-index runs on disk)."""
 
     steps: list[tuple[str, int]] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
@@ -60,6 +60,7 @@ class BuildReport:
     seconds: float = 0.0
     state_bytes: int = 0
     pii_workers: int = 0
+    state_disk_bytes: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     phase_peak_rss_mb: dict[str, int] = field(default_factory=dict)
 
@@ -129,7 +130,8 @@ def build(catalog: Catalog, spec: DatasetSpec, lake: LakeSettings | None = None,
         raise
     report = BuildReport(steps=stats.steps, dropped=stats.dropped, pii=stats.pii, splits=stats.splits,
                          distribution=stats.distribution, state_bytes=stats.state_bytes,
-                         pii_workers=stats.pii_workers, phase_seconds=stats.seconds,
+                         pii_workers=stats.pii_workers, state_disk_bytes=stats.state_disk_bytes,
+                         phase_seconds=stats.seconds,
                          phase_peak_rss_mb=stats.peak_rss_mb)
     report.seconds = round(time.perf_counter() - started, 2)
     built = Built(version_id(spec, snap), spec, snap, folder, report, stats.exports)

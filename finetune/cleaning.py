@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -103,15 +104,19 @@ class Prepared:
 class Cleaner:
     """Cleaning and de-duplication across the batches of one build (see the module doc). ``spec``: the
     build's :class:`finetune.spec.DatasetSpec`. Counts: :attr:`counts` (``selected`` and each step of
-    :func:`step_names`), :attr:`flag_dropped`."""
+    :func:`step_names`), :attr:`flag_dropped`. ``folder``, ``memory_keys``: where the key indexes put their
+    runs beyond ``memory_keys`` keys each (:class:`finetune.keyindex.KeyIndex`; None: all in memory);
+    :meth:`close` deletes them."""
 
-    def __init__(self, spec: DatasetSpec) -> None:
+    def __init__(self, spec: DatasetSpec, folder: Path | None = None, memory_keys: int = 1 << 20) -> None:
         self.spec = spec
         config = dedup.DedupConfig(threshold=spec.cleaning.dedup_threshold)
-        self.prompts = StreamingClusters(config, keep_links=True)
-        self.answers = [StreamingClusters(config) for _ in ANSWERS[spec.format]]
-        self.row_keys = KeyIndex()  # exact: normalised prompt + answers of every row reaching dedup
-        self.near_keys = KeyIndex()  # near: (prompt cluster, answer clusters[, label]) of kept rows
+        self.prompts = StreamingClusters(config, True, folder, memory_keys)
+        self.answers = [StreamingClusters(config, False, folder, memory_keys) for _ in ANSWERS[spec.format]]
+        # exact: normalised prompt + answers of every row reaching dedup
+        self.row_keys = KeyIndex(folder, memory_keys)
+        # near: (prompt cluster, answer clusters[, label]) of kept rows
+        self.near_keys = KeyIndex(folder, memory_keys)
         self.counts: Counter = Counter()
         self.flag_dropped = 0
         self.groups = 0
@@ -226,6 +231,17 @@ class Cleaner:
         self.kept_groups.append(group[kept].astype(np.int32))
         self.kept_clusters.append(kept_cluster.astype(np.int32))
         return keep
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the key indexes' runs on disk."""
+        return (self.prompts.disk_bytes + sum(a.disk_bytes for a in self.answers) + self.row_keys.disk_bytes
+                + self.near_keys.disk_bytes)
+
+    def close(self) -> None:
+        """Delete the key indexes' disk runs."""
+        for index in (self.prompts, *self.answers, self.row_keys, self.near_keys):
+            index.close()
 
     @property
     def state_bytes(self) -> int:

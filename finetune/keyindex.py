@@ -3,15 +3,26 @@
 Keys live in sorted runs of numpy arrays (an LSM-style layout): each :meth:`KeyIndex.add` appends one
 sorted run and runs are merged while the newest is at least half the size of the one before, so there
 are O(log n) runs and every key is stored once. Memory is 12 bytes a key (8 for the key, 4 for the
-value) plus, during a merge (linear, :func:`_merge`), the merged copy and 9 bytes a key of the newer run. Lookups are vectorised binary
-searches over the runs. Nothing is ever deleted.
+value) plus, during a merge (linear, :func:`_merge`), the merged copy and 9 bytes a key of the newer run.
+Lookups are vectorised binary searches over the runs. Nothing is ever deleted.
+
+With a ``folder``, the in-memory runs are written to disk as one sorted run whenever they pass
+``memory_keys`` keys (:class:`DiskRun`): memory then holds at most ``memory_keys`` keys in runs, plus, per
+key on disk, a Bloom filter of 16 to 32 bits (7 probes: under 0.1 % of absent keys reach the disk; Bloom,
+"Space/time trade-offs in hash coding with allowable errors", CACM 1970) and one fence key per block of
+512. A lookup reads, for each needle the filter lets through, the one 4 KiB block its fence points to,
+through a memory map whose pages are dropped from the process again after the lookup.
 """
 
 from __future__ import annotations
 
+import mmap
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["KeyIndex", "mix64"]
+__all__ = ["DiskRun", "KeyIndex", "mix64"]
 
 _M1, _M2, _S = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33)
 
@@ -44,30 +55,122 @@ def _merge(a: np.ndarray, av: np.ndarray, b: np.ndarray, bv: np.ndarray, keys: n
     values[from_a] = av
 
 
+_BLOCK = 512  # keys per block of a disk run: 4 KiB of keys
+_PROBES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                    0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB], dtype=np.uint64)
+"""Odd multipliers: probe ``i`` of a key is the top bits of ``key * _PROBES[i]`` (multiply-shift hashing;
+the keys are already mixed 64-bit hashes)."""
+
+
+class DiskRun:
+    """One sorted run of ``n`` keys and their values in two files in ``folder``, padded to whole blocks of
+    :data:`_BLOCK` keys with the last key, with its Bloom filter and fence keys (the first key of every
+    block) in memory. ``keys`` must be sorted and unique, ``values`` int32 of the same length."""
+
+    def __init__(self, folder: Path, keys: np.ndarray, values: np.ndarray) -> None:
+        self.n = len(keys)
+        pad = (-self.n) % _BLOCK
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, suffix=".keys")
+        with open(fd, "wb") as fh:
+            keys.tofile(fh)
+            np.full(pad, keys[-1], dtype=np.uint64).tofile(fh)
+        self.keys_path = Path(name)
+        self.values_path = self.keys_path.with_suffix(".values")
+        with open(self.values_path, "wb") as fh:
+            values.astype(np.int32).tofile(fh)
+            np.zeros(pad, dtype=np.int32).tofile(fh)
+        self.fence = keys[::_BLOCK].copy()
+        self.shift = np.uint64(64 - max(6, int(np.ceil(np.log2(16 * self.n)))))
+        self.bits = np.zeros(1 << (64 - int(self.shift) - 6), dtype=np.uint64)
+        for lo in range(0, self.n, 1 << 18):
+            pos = self._positions(keys[lo:lo + (1 << 18)])
+            np.bitwise_or.at(self.bits, pos >> np.uint64(6), np.uint64(1) << (pos & np.uint64(63)))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the Bloom filter and the fence keys."""
+        return self.bits.nbytes + self.fence.nbytes
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.keys_path.stat().st_size + self.values_path.stat().st_size
+
+    def _positions(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return (keys[:, None] * _PROBES[None, :]) >> self.shift
+
+    def get(self, needles: np.ndarray) -> np.ndarray:
+        """Values of ``needles`` (uint64, sorted): int64, ``-1`` where absent."""
+        out = np.full(len(needles), -1, dtype=np.int64)
+        if not len(needles):
+            return out
+        pos = self._positions(needles)
+        maybe = np.flatnonzero(((self.bits[pos >> np.uint64(6)] >> (pos & np.uint64(63))) & np.uint64(1)).all(axis=1))
+        if not len(maybe):
+            return out
+        block = np.searchsorted(self.fence, needles[maybe], side="right") - 1
+        inside = block >= 0
+        maybe, block = maybe[inside], block[inside]
+        with open(self.keys_path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            blocks = np.frombuffer(mapped, dtype=np.uint64).reshape(-1, _BLOCK)[block]
+            if hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED)
+        equal = blocks == needles[maybe, None]
+        hit = equal.any(axis=1)
+        if hit.any():
+            at = block[hit] * _BLOCK + equal[hit].argmax(axis=1)
+            with open(self.values_path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                out[maybe[hit]] = np.frombuffer(mapped, dtype=np.int32)[at]
+                if hasattr(mapped, "madvise"):
+                    mapped.madvise(mmap.MADV_DONTNEED)
+        return out
+
+    def remove(self) -> None:
+        """Delete the run's files."""
+        self.keys_path.unlink(missing_ok=True)
+        self.values_path.unlink(missing_ok=True)
+
+
 class KeyIndex:
     """uint64 key → int32 value; a key is added once (the first value stays).
 
     ``get(keys)`` returns int64 values (``-1`` where a key is absent); ``add(keys, values)`` inserts keys
     that are absent (the caller checks with :meth:`get`; duplicates within one call keep the first).
-    ``len(index)`` is the number of keys; ``nbytes`` the memory the runs hold.
+    ``len(index)`` is the number of keys; ``nbytes`` the memory the index holds, ``disk_bytes`` what its
+    disk runs hold. ``folder``: where runs go once the in-memory ones pass ``memory_keys`` keys (None: all
+    in memory); :meth:`close` deletes them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None, memory_keys: int = 1 << 20) -> None:
         self._keys: list[np.ndarray] = []
         self._values: list[np.ndarray] = []
+        self._disk: list[DiskRun] = []
+        self.folder = folder
+        self.memory_keys = memory_keys
 
     def __len__(self) -> int:
-        return sum(len(k) for k in self._keys)
+        return sum(len(k) for k in self._keys) + sum(run.n for run in self._disk)
 
     @property
     def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in zip(self._keys, self._values))
+        return sum(k.nbytes + v.nbytes for k, v in zip(self._keys, self._values)) + sum(r.nbytes for r in self._disk)
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(run.disk_bytes for run in self._disk)
+
+    def close(self) -> None:
+        """Delete the disk runs (the index is empty of them afterwards)."""
+        for run in self._disk:
+            run.remove()
+        self._disk = []
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Values of ``keys`` (uint64, any shape flattened to 1-D): int64, ``-1`` where absent."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64).ravel()
         out = np.full(len(keys), -1, dtype=np.int64)
-        if not self._keys or not len(keys):
+        if not (self._keys or self._disk) or not len(keys):
             return out
         # sorted needles: neighbouring lookups touch neighbouring memory (about 4x faster on runs of
         # millions of keys than searching in the callers' random order)
@@ -79,6 +182,13 @@ class KeyIndex:
             pos[pos == len(run_keys)] = 0
             hit = run_keys[pos] == needles
             found[hit] = run_values[pos[hit]]
+        missing = np.flatnonzero(found < 0)
+        for run in self._disk:
+            if not len(missing):
+                break
+            got = run.get(needles[missing])
+            found[missing] = got
+            missing = missing[got < 0]
         out[order] = found
         return out
 
@@ -104,3 +214,11 @@ class KeyIndex:
             self._keys.append(np.empty(len(a) + len(b), dtype=np.uint64))
             self._values.append(np.empty(len(a) + len(b), dtype=np.int32))
             _merge(a, av, b, bv, self._keys[-1], self._values[-1])
+        if self.folder is not None and sum(len(k) for k in self._keys) > self.memory_keys:
+            while len(self._keys) > 1:
+                b, bv = self._keys.pop(-1), self._values.pop(-1)
+                a, av = self._keys.pop(-1), self._values.pop(-1)
+                self._keys.append(np.empty(len(a) + len(b), dtype=np.uint64))
+                self._values.append(np.empty(len(a) + len(b), dtype=np.int32))
+                _merge(a, av, b, bv, self._keys[-1], self._values[-1])
+            self._disk.append(DiskRun(self.folder, self._keys.pop(), self._values.pop()))

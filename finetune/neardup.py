@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -88,15 +89,18 @@ class Fingerprints:
 class StreamingClusters:
     """Cluster ids for a stream of texts (see the module doc). Ids are dense ints from 0 in order of the
     cluster's first text. ``config``: :class:`finetune.dedup.DedupConfig`. ``keep_links``: record links
-    between clusters that share band keys (needed for splits). Raises ``ValueError`` for a bad config."""
+    between clusters that share band keys (needed for splits). ``folder``, ``memory_keys``: where the key
+    indexes put their runs beyond ``memory_keys`` keys (:class:`finetune.keyindex.KeyIndex`; None: all in
+    memory). Raises ``ValueError`` for a bad config."""
 
-    def __init__(self, config: dedup.DedupConfig = dedup.DedupConfig(), keep_links: bool = False) -> None:
+    def __init__(self, config: dedup.DedupConfig = dedup.DedupConfig(), keep_links: bool = False,
+                 folder: Path | None = None, memory_keys: int = 1 << 20) -> None:
         self.config = config
         self.bands, self.rows = dedup._bands(config.threshold, config.num_perm)
         self.perm = dedup._permutations(config.num_perm, config.seed)
         self.salt = (np.arange(1, self.bands + 1, dtype=np.uint64) * _BAND_MUL)[:, None]
-        self.exact = KeyIndex()
-        self.band_index = KeyIndex()
+        self.exact = KeyIndex(folder, memory_keys)
+        self.band_index = KeyIndex(folder, memory_keys)
         self.next_id = 0
         self.keep_links = keep_links
         self._links: list[np.ndarray] = []
@@ -110,6 +114,16 @@ class StreamingClusters:
     def nbytes(self) -> int:
         """Memory held by the cross-batch state, in bytes."""
         return self.exact.nbytes + self.band_index.nbytes + sum(x.nbytes for x in self._links)
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the key indexes' runs on disk."""
+        return self.exact.disk_bytes + self.band_index.disk_bytes
+
+    def close(self) -> None:
+        """Delete the key indexes' disk runs."""
+        self.exact.close()
+        self.band_index.close()
 
     def fingerprints(self, texts: Sequence[str] | pa.Array) -> Fingerprints:
         """The batch's exact keys and, for each distinct text of more than ``shingle_words`` words, its LSH

@@ -17,9 +17,12 @@
    split to ``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl`` (:mod:`finetune.exports`).
 
 Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it); the sort holds a
-bucket; Python holds a few batches, plus the compact cross-batch state of :mod:`finetune.cleaning` (O(rows), about 150 bytes a
-distinct long text) and 8 bytes a distinct text for PII counting. :attr:`StreamStats.state_bytes` reports
-the former; :attr:`StreamStats.seconds` the time of each phase.
+bucket of ``sort_rows`` rows; pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
+each in memory (12 bytes a key), the rest on disk (3 to 5 bytes a key stay in memory for the Bloom filters
+and fences: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
+cluster) for the splits; pass 2 holds a few batches and 8 bytes a distinct text for PII counting. Freed
+memory is handed back to the system between phases. :attr:`StreamStats.state_bytes` and
+``state_disk_bytes`` report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
 
 The output depends only on the rows, the spec and ``batch_rows``: the same spec on the same snapshots
 with the same batch size is written byte for byte the same.
@@ -60,7 +63,9 @@ class StreamConfig:
     """Knobs of the streaming build.
 
     ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per bucket of
-    the selection's external sort (memory scales with it too). ``duckdb_memory``: DuckDB's
+    the selection's external sort (memory scales with it too). ``memory_keys``: keys each of pass 1's key
+    indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
+    None: all in memory). ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` kept rows, else
     one per CPU core, at most 4). ``prepare_threads``: threads computing pass 1's cleaning masks and
@@ -69,6 +74,7 @@ class StreamConfig:
 
     batch_rows: int = 8192
     sort_rows: int = 32_768
+    memory_keys: int | None = 1 << 20
     duckdb_memory: str = "512MB"
     duckdb_threads: int | None = None
     pii_workers: int | None = None
@@ -80,8 +86,8 @@ class StreamConfig:
 class StreamStats:
     """Counts and sizes of one streaming build: ``steps`` (name, rows after), ``dropped`` (name → rows),
     ``pii`` (texts, texts_changed, entities), ``splits`` (name → rows), ``distribution`` (split → dim →
-    value → rows), ``exports`` (target → rows), ``state_bytes`` (cross-batch state at its largest),
-    ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds: select, pass 1, splits, pass 2),
+    value → rows), ``exports`` (target → rows), ``state_bytes`` (cross-batch state in memory at the end of
+    pass 1), ``state_disk_bytes`` (its key-index runs on disk), ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds: select, pass 1, splits, pass 2),
     ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only)."""
 
     steps: list[tuple[str, int]]
@@ -92,6 +98,7 @@ class StreamStats:
     exports: dict[str, int]
     state_bytes: int
     pii_workers: int
+    state_disk_bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, int] = field(default_factory=dict)
 
@@ -191,13 +198,19 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
 def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Path,
             seconds: dict[str, float], memory: dict[str, int | None]) -> StreamStats:
     fmt = spec.format
-    cleaner = Cleaner(spec)
+    state = folder / ".state"
+    cleaner = Cleaner(spec, state if config.memory_keys is not None else None, config.memory_keys or 0)
     started = time.perf_counter()
     threads = max(1, min(config.prepare_threads, os.cpu_count() or 1))
-    with ThreadPoolExecutor(threads, thread_name_prefix="flywheel-prepare") as pool:
-        batches = pq.ParquetFile(selected, pre_buffer=False).iter_batches(batch_size=config.batch_rows)
-        for prepared in _prefetch(pool, batches, cleaner.prepare, depth=threads):
-            cleaner.apply(prepared)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="flywheel-prepare") as pool:
+            batches = pq.ParquetFile(selected, pre_buffer=False).iter_batches(batch_size=config.batch_rows)
+            for prepared in _prefetch(pool, batches, cleaner.prepare, depth=threads):
+                cleaner.apply(prepared)
+        state_disk_bytes = cleaner.disk_bytes
+    finally:
+        cleaner.close()
+        shutil.rmtree(state, ignore_errors=True)
     seconds["pass 1"] = time.perf_counter() - started
     memory["pass 1"] = _peak_rss_mb()
     counts = cleaner.counts
@@ -325,7 +338,8 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     exports = {t: exported[t] for t in EXPORT_FORMATS}
     seconds = {k: round(v, 2) for k, v in seconds.items()}
     return StreamStats(steps, dropped, pii, split_rows, distribution, exports, state_bytes,
-                       workers if redactor else 0, seconds, {k: v for k, v in memory.items() if v is not None})
+                       workers if redactor else 0, state_disk_bytes, seconds,
+                       {k: v for k, v in memory.items() if v is not None})
 
 
 def _link(src: Path, dst: Path) -> None:

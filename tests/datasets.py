@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -11,6 +12,15 @@ from feedback.cli import app
 from finetune import registry
 
 TULU = "tulu1_human_eval"
+
+
+def point_at_lake(mp: pytest.MonkeyPatch, home: Path, tmp: Path) -> None:
+    """Set, on ``mp``, the environment the CLI reads: ``FLYWHEEL_HOME`` = ``home`` (the replayed lake) and
+    every output root (datasets, fine-tune jobs, reward models, the synthesis cache) under ``tmp``."""
+    for name, value in {"FLYWHEEL_HOME": home, "FLYWHEEL_DATASET_ROOT": tmp / "datasets",
+                        "FLYWHEEL_FINETUNE_ROOT": tmp / "jobs", "FLYWHEEL_FINETUNE_REWARD_ROOT": tmp / "reward_models",
+                        "FLYWHEEL_SYNTH_CACHE_PATH": tmp / "cache.sqlite"}.items():
+        mp.setenv(name, str(value))
 
 
 def build_version(catalog, folder: Path, name: str, fmt: str, apps: tuple[str, ...] = (TULU,)) -> dict:

@@ -36,6 +36,29 @@ def test_key_index_keeps_the_first_value_and_finds_every_key():
     assert not np.array_equal(mix64(np.array([1, 2])), mix64(np.array([2, 1])))
 
 
+def test_a_key_index_on_disk_answers_as_the_one_in_memory(tmp_path):
+    """Runs written to disk once 3,000 keys are in memory (Bloom filter, fence keys, 4 KiB blocks): every
+    lookup (present keys, absent ones, repeated ones) gives what the in-memory index gives."""
+    rng = np.random.default_rng(1)
+    keys = mix64(rng.integers(0, 40_000, size=60_000))  # a third repeat
+    absent = mix64(np.arange(50_000, 60_000))
+    memory, disk = KeyIndex(), KeyIndex(tmp_path / "state", memory_keys=3_000)
+    for lo in range(0, len(keys), 1_500):
+        part = keys[lo:lo + 1_500]
+        for index in (memory, disk):
+            got = index.get(part)
+            index.add(part[got < 0], np.arange(lo, lo + len(part))[got < 0])
+        assert np.array_equal(memory.get(part), disk.get(part))
+    assert len(disk._disk) >= 5 and disk.disk_bytes >= 12 * (len(disk) - 3_000)
+    assert len(disk) == len(memory) == len(np.unique(keys))
+    assert disk.nbytes < memory.nbytes / 2
+    both = np.concatenate([keys, absent, keys[::-7]])
+    assert np.array_equal(disk.get(both), memory.get(both))
+    assert (disk.get(absent) == -1).all()
+    disk.close()
+    assert not list((tmp_path / "state").iterdir())
+
+
 @pytest.fixture(scope="module")
 def hh_texts(data_dir):
     texts = []
@@ -196,3 +219,19 @@ def test_the_external_sort_orders_unicode_and_nulls_as_duckdb(tmp_path, data_dir
                           "ORDER BY text ASC NULLS LAST, position DESC").fetch_arrow_table().to_pylist()
     assert got == expected
     assert sum(1 for r in got if r["text"] and not r["text"].isascii()) > 50
+
+
+def test_key_indexes_on_disk_give_the_same_dataset(lake):
+    """A build whose pass 1 keeps at most 2,000 keys per index in memory (the rest in disk runs) writes the
+    same bytes as one that keeps everything in memory."""
+    stack, _ = lake
+    spec = parse_spec({"name": "spill", "format": "preference", "cleaning": {"pii": False}})
+    on_disk = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, memory_keys=2_000))
+    files = {p.relative_to(on_disk.files): p.read_bytes() for p in on_disk.files.rglob("*.*") if p.is_file()}
+    assert on_disk.report.state_disk_bytes > 100_000
+    in_memory = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, memory_keys=None))
+    assert in_memory.report.state_disk_bytes == 0
+    assert in_memory.report.state_bytes > 4 * on_disk.report.state_bytes
+    assert {p.relative_to(in_memory.files): p.read_bytes() for p in in_memory.files.rglob("*.*") if p.is_file()} \
+        == files
+    assert any(str(p).endswith(".jsonl") for p in files)

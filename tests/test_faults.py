@@ -8,7 +8,6 @@ import time
 from collections import Counter
 
 import orjson
-import pytest
 from kafka import KafkaConsumer
 
 from feedback.bus.kafka import committed_offsets, make_producer

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from feedback.cli import app
-from tests.datasets import build_version
+from tests.datasets import build_version, point_at_lake
 from finetune import basemodel, evaluate, likelihood
 from finetune.jobs import registry
 
@@ -28,9 +28,7 @@ def env(lake, tmp_path_factory):
     stack, _ = lake
     root = tmp_path_factory.mktemp("ft")
     mp = pytest.MonkeyPatch()
-    mp.setenv("FLYWHEEL_HOME", str(stack.home))
-    mp.setenv("FLYWHEEL_DATASET_ROOT", str(root / "datasets"))
-    mp.setenv("FLYWHEEL_FINETUNE_ROOT", str(root / "jobs"))
+    point_at_lake(mp, stack.home, root)
     catalog = stack.catalog()
     versions = {name: build_version(catalog, root, f"ft-{name}", fmt)["version"]
                 for name, fmt in (("pref", "preference"), ("sft", "sft"))}

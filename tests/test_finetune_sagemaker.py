@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSResponse
 from typer.testing import CliRunner
 
 from feedback.cli import app
-from tests.datasets import build_version
+from tests.datasets import build_version, point_at_lake
 from finetune.errors import JobError
 from finetune.jobs import registry
 from finetune.jobs.config import JobConfig, SageMakerSettings
@@ -59,8 +59,7 @@ def dataset(lake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sm-dataset")
     catalog = stack.catalog()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLYWHEEL_HOME", str(stack.home))
-        mp.setenv("FLYWHEEL_DATASET_ROOT", str(tmp / "datasets"))
+        point_at_lake(mp, stack.home, tmp)
         row = build_version(catalog, tmp, "sm-pref", "preference")
     return catalog, stack.lake, row
 

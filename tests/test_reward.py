@@ -11,7 +11,7 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 from typer.testing import CliRunner
 
-from tests.datasets import build_version
+from tests.datasets import build_version, point_at_lake
 from finetune import registry, reward
 from finetune.errors import RewardError
 from finetune.reward_cli import reward_app
@@ -26,9 +26,7 @@ def trained(lake, tmp_path_factory):
     stack, _ = lake
     tmp = tmp_path_factory.mktemp("reward")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLYWHEEL_HOME", str(stack.home))
-        mp.setenv("FLYWHEEL_DATASET_ROOT", str(tmp / "datasets"))
-        mp.setenv("FLYWHEEL_FINETUNE_REWARD_ROOT", str(tmp / "reward_models"))
+        point_at_lake(mp, stack.home, tmp)
         catalog = stack.catalog()
         pref = build_version(catalog, tmp, "rm-pref", "preference")["version"]
         sft = build_version(catalog, tmp, "rm-sft", "sft")["version"]

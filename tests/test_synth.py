@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feedback.cli import app
-from tests.datasets import build_version
+from tests.datasets import build_version, point_at_lake
 from feedback.config import LakeSettings
 from feedback.lake.catalog import load_table_if_exists
 from feedback.lake.read import lake_connection
@@ -46,11 +46,7 @@ def env(lake, tmp_path_factory):
     stack, _ = lake
     tmp = tmp_path_factory.mktemp("synth")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLYWHEEL_HOME", str(stack.home))
-        mp.setenv("FLYWHEEL_DATASET_ROOT", str(tmp / "datasets"))
-        mp.setenv("FLYWHEEL_FINETUNE_ROOT", str(tmp / "jobs"))
-        mp.setenv("FLYWHEEL_FINETUNE_REWARD_ROOT", str(tmp / "reward_models"))
-        mp.setenv("FLYWHEEL_SYNTH_CACHE_PATH", str(tmp / "cache.sqlite"))
+        point_at_lake(mp, stack.home, tmp)
         catalog = stack.catalog()
         started = time.perf_counter()
         ref = build_version(catalog, tmp, "syn-ref", "preference", (APP,))
