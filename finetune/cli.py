@@ -33,8 +33,9 @@ def dataset_build(spec_path: Path = typer.Argument(..., help="YAML spec (see fin
             if snapshot_interactions is None or snapshot_feedback is None:
                 raise typer.BadParameter("give both --snapshot-interactions and --snapshot-feedback")
             snapshot = select.LakeSnapshot(snapshot_interactions, snapshot_feedback)
-        root = DatasetSettings().root
-        built = build.build(catalog, spec, snapshot=snapshot, workdir=root)
+        settings = DatasetSettings()
+        root = settings.root
+        built = build.build(catalog, spec, snapshot=snapshot, workdir=root, config=settings.stream_config())
         folder = output.write(built, root)
         new = registry.register(catalog, built, folder, output.lineage(built, built.exports))
     except FlywheelError as exc:

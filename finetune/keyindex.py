@@ -7,7 +7,8 @@ value) plus, during a merge (linear, :func:`_merge`), the merged copy and 9 byte
 Lookups are vectorised binary searches over the runs. Nothing is ever deleted.
 
 With a ``folder``, the in-memory runs are written to disk as one sorted run whenever they pass
-``memory_keys`` keys (:class:`DiskRun`): memory then holds at most ``memory_keys`` keys in runs, plus, per
+``memory_keys`` keys (:class:`DiskRun`), and disk runs are merged as the in-memory ones are (streaming, in
+chunks), so there are O(log n) of them: memory then holds at most ``memory_keys`` keys in runs, plus, per
 key on disk, a Bloom filter of 16 to 32 bits (7 probes: under 0.1 % of absent keys reach the disk; Bloom,
 "Space/time trade-offs in hash coding with allowable errors", CACM 1970) and one fence key per block of
 512. A lookup reads, for each needle the filter lets through, the one 4 KiB block its fence points to,
@@ -65,27 +66,40 @@ the keys are already mixed 64-bit hashes)."""
 class DiskRun:
     """One sorted run of ``n`` keys and their values in two files in ``folder``, padded to whole blocks of
     :data:`_BLOCK` keys with the last key, with its Bloom filter and fence keys (the first key of every
-    block) in memory. ``keys`` must be sorted and unique, ``values`` int32 of the same length."""
+    block) in memory. Built from ``chunks``: ``(keys, values)`` pairs whose keys ascend across chunks
+    (unique), values int32-sized; ``n`` is their total length (> 0)."""
 
-    def __init__(self, folder: Path, keys: np.ndarray, values: np.ndarray) -> None:
-        self.n = len(keys)
-        pad = (-self.n) % _BLOCK
+    def __init__(self, folder: Path, chunks, n: int) -> None:
+        self.n = n
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, suffix=".keys")
-        with open(fd, "wb") as fh:
-            keys.tofile(fh)
-            np.full(pad, keys[-1], dtype=np.uint64).tofile(fh)
         self.keys_path = Path(name)
         self.values_path = self.keys_path.with_suffix(".values")
-        with open(self.values_path, "wb") as fh:
-            values.astype(np.int32).tofile(fh)
-            np.zeros(pad, dtype=np.int32).tofile(fh)
-        self.fence = keys[::_BLOCK].copy()
-        self.shift = np.uint64(64 - max(6, int(np.ceil(np.log2(16 * self.n)))))
+        self.shift = np.uint64(64 - max(6, int(np.ceil(np.log2(16 * n)))))
         self.bits = np.zeros(1 << (64 - int(self.shift) - 6), dtype=np.uint64)
-        for lo in range(0, self.n, 1 << 18):
-            pos = self._positions(keys[lo:lo + (1 << 18)])
-            np.bitwise_or.at(self.bits, pos >> np.uint64(6), np.uint64(1) << (pos & np.uint64(63)))
+        fences, written, last = [], 0, None
+        with open(fd, "wb") as kf, open(self.values_path, "wb") as vf:
+            for keys, values in chunks:
+                if not len(keys):
+                    continue
+                keys.tofile(kf)
+                np.asarray(values, dtype=np.int32).tofile(vf)
+                fences.append(keys[(-written) % _BLOCK::_BLOCK])
+                for lo in range(0, len(keys), 1 << 18):
+                    pos = self._positions(_products(keys[lo:lo + (1 << 18)]))
+                    np.bitwise_or.at(self.bits, pos >> np.uint64(6), np.uint64(1) << (pos & np.uint64(63)))
+                written += len(keys)
+                last = keys[-1]
+            if written != n:
+                raise ValueError(f"DiskRun: {written} keys written, {n} announced")
+            pad = (-n) % _BLOCK
+            np.full(pad, last, dtype=np.uint64).tofile(kf)
+            np.zeros(pad, dtype=np.int32).tofile(vf)
+        self.fence = np.concatenate(fences)
+        self._files = [open(path, "rb") for path in (self.keys_path, self.values_path)]
+        self._maps = [mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) for fh in self._files]
+        self.keys = np.frombuffer(self._maps[0], dtype=np.uint64)
+        self.values = np.frombuffer(self._maps[1], dtype=np.int32)
 
     @property
     def nbytes(self) -> int:
@@ -96,40 +110,77 @@ class DiskRun:
     def disk_bytes(self) -> int:
         return self.keys_path.stat().st_size + self.values_path.stat().st_size
 
-    def _positions(self, keys: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):
-            return (keys[:, None] * _PROBES[None, :]) >> self.shift
+    def _positions(self, products: np.ndarray) -> np.ndarray:
+        return products >> self.shift
 
-    def get(self, needles: np.ndarray) -> np.ndarray:
-        """Values of ``needles`` (uint64, sorted): int64, ``-1`` where absent."""
+    def drop_pages(self) -> None:
+        """Drop the run's file pages from this process's memory (they stay in the page cache)."""
+        for mapped in self._maps:
+            if hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED)
+
+    def get(self, needles: np.ndarray, products: np.ndarray) -> np.ndarray:
+        """Values of ``needles`` (uint64, sorted; ``products`` their :func:`_products`): int64, ``-1`` where
+        absent."""
         out = np.full(len(needles), -1, dtype=np.int64)
         if not len(needles):
             return out
-        pos = self._positions(needles)
+        pos = self._positions(products)
         maybe = np.flatnonzero(((self.bits[pos >> np.uint64(6)] >> (pos & np.uint64(63))) & np.uint64(1)).all(axis=1))
         if not len(maybe):
             return out
         block = np.searchsorted(self.fence, needles[maybe], side="right") - 1
         inside = block >= 0
         maybe, block = maybe[inside], block[inside]
-        with open(self.keys_path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            blocks = np.frombuffer(mapped, dtype=np.uint64).reshape(-1, _BLOCK)[block]
-            if hasattr(mapped, "madvise"):
-                mapped.madvise(mmap.MADV_DONTNEED)
-        equal = blocks == needles[maybe, None]
+        equal = self.keys.reshape(-1, _BLOCK)[block] == needles[maybe, None]
         hit = equal.any(axis=1)
         if hit.any():
-            at = block[hit] * _BLOCK + equal[hit].argmax(axis=1)
-            with open(self.values_path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                out[maybe[hit]] = np.frombuffer(mapped, dtype=np.int32)[at]
-                if hasattr(mapped, "madvise"):
-                    mapped.madvise(mmap.MADV_DONTNEED)
+            out[maybe[hit]] = self.values[block[hit] * _BLOCK + equal[hit].argmax(axis=1)]
+        self.drop_pages()
         return out
 
+    def chunks(self, size: int = 1 << 18):
+        """The run's ``(keys, values)`` in ascending chunks of ``size`` (copies; pages dropped after each)."""
+        for lo in range(0, self.n, size):
+            hi = min(self.n, lo + size)
+            yield self.keys[lo:hi].copy(), self.values[lo:hi].copy()
+            self.drop_pages()
+
     def remove(self) -> None:
-        """Delete the run's files."""
+        """Close and delete the run's files."""
+        self.keys = self.values = None
+        for mapped in self._maps:
+            mapped.close()
+        for fh in self._files:
+            fh.close()
         self.keys_path.unlink(missing_ok=True)
         self.values_path.unlink(missing_ok=True)
+
+
+def _products(keys: np.ndarray) -> np.ndarray:
+    """(n, 7) uint64: ``key * _PROBES[i]`` (mod 2**64), from which each run takes its Bloom positions."""
+    with np.errstate(over="ignore"):
+        return keys[:, None] * _PROBES[None, :]
+
+
+def _merged_chunks(a: DiskRun, b: DiskRun, size: int = 1 << 18):
+    """The keys and values of runs ``a`` and ``b`` merged, in ascending chunks (a streaming 2-way merge)."""
+    ia, ib = a.chunks(size), b.chunks(size)
+    ka, va = next(ia, (None, None))
+    kb, vb = next(ib, (None, None))
+    while ka is not None and kb is not None:
+        limit = min(ka[-1], kb[-1])  # everything up to it is in hand on both sides
+        ca, cb = int(np.searchsorted(ka, limit, side="right")), int(np.searchsorted(kb, limit, side="right"))
+        keys = np.empty(ca + cb, dtype=np.uint64)
+        values = np.empty(ca + cb, dtype=np.int32)
+        _merge(ka[:ca], va[:ca], kb[:cb], vb[:cb], keys, values)
+        yield keys, values
+        ka, va = (ka[ca:], va[ca:]) if ca < len(ka) else next(ia, (None, None))
+        kb, vb = (kb[cb:], vb[cb:]) if cb < len(kb) else next(ib, (None, None))
+    for keys, values, rest in ((ka, va, ia), (kb, vb, ib)):
+        if keys is not None:
+            yield keys, values
+            yield from rest
 
 
 class KeyIndex:
@@ -183,12 +234,13 @@ class KeyIndex:
             hit = run_keys[pos] == needles
             found[hit] = run_values[pos[hit]]
         missing = np.flatnonzero(found < 0)
+        products = _products(needles[missing]) if self._disk and len(missing) else None
         for run in self._disk:
             if not len(missing):
                 break
-            got = run.get(needles[missing])
+            got = run.get(needles[missing], products)
             found[missing] = got
-            missing = missing[got < 0]
+            missing, products = missing[got < 0], products[got < 0]
         out[order] = found
         return out
 
@@ -221,4 +273,11 @@ class KeyIndex:
                 self._keys.append(np.empty(len(a) + len(b), dtype=np.uint64))
                 self._values.append(np.empty(len(a) + len(b), dtype=np.int32))
                 _merge(a, av, b, bv, self._keys[-1], self._values[-1])
-            self._disk.append(DiskRun(self.folder, self._keys.pop(), self._values.pop()))
+            keys, values = self._keys.pop(), self._values.pop()
+            self._disk.append(DiskRun(self.folder, [(keys, values)], len(keys)))
+            del keys, values
+            while len(self._disk) > 1 and self._disk[-1].n * 2 >= self._disk[-2].n:
+                b, a = self._disk.pop(), self._disk.pop()
+                self._disk.append(DiskRun(self.folder, _merged_chunks(a, b), a.n + b.n))
+                a.remove()
+                b.remove()

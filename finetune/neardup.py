@@ -3,7 +3,7 @@
 :class:`StreamingClusters` sees texts batch after batch, in stream order, and gives each a cluster id:
 
 * **exact**: a text whose :func:`finetune.dedup.normalise`-d form equals an earlier text's gets that
-  text's cluster (matched by :func:`finetune.dedup`'s 64-bit word-sequence fingerprints and word count,
+  text's cluster (matched by :mod:`finetune.minhash`'s 64-bit word-sequence fingerprints and word count,
   mixed into one 64-bit key);
 * **near**: a new text of more than ``shingle_words`` words gets the MinHash signature and LSH band keys
   :func:`finetune.dedup.deduplicate` computes (same shingles, permutations and bands). It joins the
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from finetune import dedup
+from finetune import dedup, minhash
 from finetune.keyindex import KeyIndex, mix64
 
 __all__ = ["Fingerprints", "StreamingClusters", "exact_keys"]
@@ -49,7 +49,7 @@ def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     if isinstance(texts, pa.Array):
-        pieces = (texts.slice(a, b - a) for a, b in dedup.byte_pieces(texts, _CHUNK_CHARS))
+        pieces = (texts.slice(a, b - a) for a, b in minhash.byte_pieces(texts, _CHUNK_CHARS))
     else:
         texts = list(texts)
         bounds, start = [], 0
@@ -63,7 +63,7 @@ def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple
         pieces = (texts[a:b] for a, b in bounds)
     keys, counts, hashes = [], [], []
     for piece in pieces:
-        key1, key2, n_words, n_shingles, shingle_hash = dedup._fingerprints(piece, shingle_words)
+        key1, key2, n_words, n_shingles, shingle_hash = minhash._fingerprints(piece, shingle_words)
         keys.append(mix64(key1, key2, n_words))
         counts.append(n_shingles)
         hashes.append(shingle_hash)
@@ -96,8 +96,8 @@ class StreamingClusters:
     def __init__(self, config: dedup.DedupConfig = dedup.DedupConfig(), keep_links: bool = False,
                  folder: Path | None = None, memory_keys: int = 1 << 20) -> None:
         self.config = config
-        self.bands, self.rows = dedup._bands(config.threshold, config.num_perm)
-        self.perm = dedup._permutations(config.num_perm, config.seed)
+        self.bands, self.rows = minhash._bands(config.threshold, config.num_perm)
+        self.perm = minhash._permutations(config.num_perm, config.seed)
         self.salt = (np.arange(1, self.bands + 1, dtype=np.uint64) * _BAND_MUL)[:, None]
         self.exact = KeyIndex(folder, memory_keys)
         self.band_index = KeyIndex(folder, memory_keys)
@@ -137,8 +137,8 @@ class StreamingClusters:
             take = np.zeros(len(key), dtype=bool)
             take[long_rows] = True
             hv = shingle_hash[np.repeat(take, n_shingles)]
-            sig_t = dedup._minhash(hv, n_shingles[long_rows], *self.perm)
-            band_keys = dedup._fmix64(dedup._band_keys(sig_t, self.bands, self.rows) ^ self.salt)
+            sig_t = minhash._minhash(hv, n_shingles[long_rows], *self.perm)
+            band_keys = minhash._fmix64(minhash._band_keys(sig_t, self.bands, self.rows) ^ self.salt)
         else:
             band_keys = np.empty((self.bands, 0), dtype=np.uint64)
         return Fingerprints(key, uniq, first, inverse.ravel(), long_rows, band_keys)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from finetune.cleaning import prompt_parts, string_column
-from finetune import dedup
+from finetune import minhash
 from finetune.keyindex import KeyIndex, mix64
 from finetune.piigate import arrow_candidates
 
@@ -55,18 +55,18 @@ _CHUNK_BYTES = 1 << 21
 
 def _text_keys(texts: pa.Array) -> np.ndarray:
     """A uint64 per text of a string array without nulls, from its UTF-8 bytes: two polynomial hashes mod
-    2**64 (:mod:`finetune.dedup`'s bases) and the length, mixed; equal texts give equal keys, different ones
+    2**64 (:mod:`finetune.minhash`'s bases) and the length, mixed; equal texts give equal keys, different ones
     collide with probability about 2**-64. Vectorised over the array's buffers (no Python string), in
     pieces of about 2 MB (the power tables grow with the piece)."""
-    out = [_piece_keys(texts.slice(a, b - a)) for a, b in dedup.byte_pieces(texts, _CHUNK_BYTES)]
+    out = [_piece_keys(texts.slice(a, b - a)) for a, b in minhash.byte_pieces(texts, _CHUNK_BYTES)]
     return np.concatenate(out) if out else np.empty(0, np.uint64)
 
 
 def _piece_keys(texts: pa.Array) -> np.ndarray:
-    raw, offsets = dedup.string_buffers(texts)
+    raw, offsets = minhash.string_buffers(texts)
     c = raw.astype(np.uint64) + np.uint64(1)
     keys = []
-    for powers in (dedup._POW_R, dedup._POW_S):
+    for powers in (minhash._POW_R, minhash._POW_S):
         pos, neg = powers.get(len(c) + 1)
         prefix = np.zeros(len(c) + 1, dtype=np.uint64)
         np.cumsum(c * pos[:len(c)], dtype=np.uint64, out=prefix[1:])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from finetune import dedup
+from finetune import dedup, minhash
 from finetune.dedup import (
     LSH_WEIGHTS,
     DedupConfig,
@@ -86,10 +86,10 @@ def kept_row_of_cluster(result):
 def our_signatures(texts: list[str], config: DedupConfig) -> dict[int, np.ndarray]:
     """index -> this module's bulk MinHash signature, for texts of more than shingle_words words."""
     k = config.shingle_words
-    _, _, _, n_shingles, hashes = dedup._fingerprints(texts, k)
-    a, b = dedup._permutations(config.num_perm, config.seed)
+    _, _, _, n_shingles, hashes = minhash._fingerprints(texts, k)
+    a, b = minhash._permutations(config.num_perm, config.seed)
     long = np.flatnonzero(n_shingles > 0)
-    sig = dedup._minhash(hashes, n_shingles[long], a, b).T
+    sig = minhash._minhash(hashes, n_shingles[long], a, b).T
     return {int(i): sig[j] for j, i in enumerate(long)}
 
 
@@ -159,11 +159,11 @@ def test_bulk_fingerprints_equal_the_reference_on_normalised_text(oasst, hh):
         "tab\tsep\r\nCRLF text\u3000ideographic\u2028line\u0085next end",
         "emoji 🙂 and curly ’quotes’ — dashes stay as they are",
     ]
-    key1, key2, n_words, n_shingles, hashes = dedup._fingerprints(texts, 5)
+    key1, key2, n_words, n_shingles, hashes = minhash._fingerprints(texts, 5)
     offsets = np.concatenate(([0], np.cumsum(n_shingles)))
     for i, text in enumerate(texts):
         norm = normalise(text)
-        assert (int(key1[i]), int(key2[i]), int(n_words[i])) == dedup._text_key(norm), repr(text)
+        assert (int(key1[i]), int(key2[i]), int(n_words[i])) == minhash._text_key(norm), repr(text)
         if i % 10 == 0 or i >= 300:  # the scalar hash is slow: check a sample's shingles
             words = norm.encode("utf-8", "surrogatepass").split(b" ") if norm else []
             expected = [shingle_hash32(b" ".join(words[j : j + 5])) for j in range(len(words) - 4)]

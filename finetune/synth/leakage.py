@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from finetune import dedup
+from finetune import dedup, minhash
 from finetune.neardup import exact_keys
 
 HELD_OUT = ("validation", "test")
@@ -88,8 +88,8 @@ class LeakageGuard:
     def __init__(self, texts: Sequence[str], threshold: float = 0.85, num_perm: int = 128, shingle_words: int = 5,
                  seed: int = 1) -> None:
         self.config = dedup.DedupConfig(threshold=threshold, num_perm=num_perm, shingle_words=shingle_words, seed=seed)
-        self.bands, self.rows = dedup._bands(threshold, num_perm)
-        self.perm = dedup._permutations(num_perm, seed)
+        self.bands, self.rows = minhash._bands(threshold, num_perm)
+        self.perm = minhash._permutations(num_perm, seed)
         keys, _, sig, band_keys = self._hash(list(texts))
         self.exact = set(keys.tolist())
         self.sig = sig  # (L, num_perm) of long reference texts
@@ -107,8 +107,8 @@ class LeakageGuard:
         if not long.any():
             return (key, n_shingles, np.empty((0, self.config.num_perm), np.uint32),
                     np.empty((self.bands, 0), np.uint64))
-        sig_t = dedup._minhash(shingle_hash, n_shingles[long], *self.perm)
-        return key, n_shingles, np.ascontiguousarray(sig_t.T), dedup._band_keys(sig_t, self.bands, self.rows)
+        sig_t = minhash._minhash(shingle_hash, n_shingles[long], *self.perm)
+        return key, n_shingles, np.ascontiguousarray(sig_t.T), minhash._band_keys(sig_t, self.bands, self.rows)
 
     def leaks(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(exact, near)`` bool arrays (n,): the text equals a reference text after normalisation /
