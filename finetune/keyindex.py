@@ -7,8 +7,8 @@ value) plus, during a merge (linear, :func:`_merge`), the merged copy and 9 byte
 Lookups are vectorised binary searches over the runs. Nothing is ever deleted.
 
 With a ``folder``, the in-memory runs are written to disk as one sorted run whenever they pass
-``memory_keys`` keys (:class:`DiskRun`), and disk runs are merged as the in-memory ones are (streaming, in
-chunks), so there are O(log n) of them: memory then holds at most ``memory_keys`` keys in runs, plus, per
+``memory_keys`` keys (:class:`DiskRun`); beyond :data:`_MAX_DISK_RUNS` of them, disk runs are merged as
+the in-memory ones are (streaming, in chunks): memory then holds at most ``memory_keys`` keys in runs, plus, per
 key on disk, a Bloom filter of 16 to 32 bits (7 probes: under 0.1 % of absent keys reach the disk; Bloom,
 "Space/time trade-offs in hash coding with allowable errors", CACM 1970) and one fence key per block of
 512. A lookup reads, for each needle the filter lets through, the one 4 KiB block its fence points to,
@@ -57,6 +57,7 @@ def _merge(a: np.ndarray, av: np.ndarray, b: np.ndarray, bv: np.ndarray, keys: n
 
 
 _BLOCK = 512  # keys per block of a disk run: 4 KiB of keys
+_MAX_DISK_RUNS = 8  # disk runs merge only beyond this many (a merge rewrites both runs and their filters)
 _PROBES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB], dtype=np.uint64)
 """Odd multipliers: probe ``i`` of a key is the top bits of ``key * _PROBES[i]`` (multiply-shift hashing;
@@ -276,7 +277,7 @@ class KeyIndex:
             keys, values = self._keys.pop(), self._values.pop()
             self._disk.append(DiskRun(self.folder, [(keys, values)], len(keys)))
             del keys, values
-            while len(self._disk) > 1 and self._disk[-1].n * 2 >= self._disk[-2].n:
+            while len(self._disk) > _MAX_DISK_RUNS and self._disk[-1].n * 2 >= self._disk[-2].n:
                 b, a = self._disk.pop(), self._disk.pop()
                 self._disk.append(DiskRun(self.folder, _merged_chunks(a, b), a.n + b.n))
                 a.remove()

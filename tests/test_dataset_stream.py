@@ -49,7 +49,7 @@ def test_a_key_index_on_disk_answers_as_the_one_in_memory(tmp_path):
             got = index.get(part)
             index.add(part[got < 0], np.arange(lo, lo + len(part))[got < 0])
         assert np.array_equal(memory.get(part), disk.get(part))
-    assert 1 <= len(disk._disk) <= 5 and disk.disk_bytes >= 12 * (len(disk) - 3_000)  # merged: O(log n) runs
+    assert 1 <= len(disk._disk) <= 8 + 5 and disk.disk_bytes >= 12 * (len(disk) - 3_000)  # merged beyond 8
     assert len(disk) == len(memory) == len(np.unique(keys))
     assert disk.nbytes < memory.nbytes / 2
     both = np.concatenate([keys, absent, keys[::-7]])
