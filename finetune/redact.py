@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,11 +78,14 @@ def _piece_keys(texts: pa.Array) -> np.ndarray:
 class Redactor:
     """Presidio redaction of each batch's distinct texts, in this process or in ``workers`` processes
     (``spawn``; each loads its own Presidio and spaCy). Keeps the 64-bit hashes of texts already counted
-    so the report counts each distinct text once."""
+    so the report counts each distinct text once (a :class:`finetune.keyindex.KeyIndex`: beyond
+    ``memory_keys`` of them in runs under ``folder``, when given); :meth:`close` stops the workers and
+    deletes the runs."""
 
-    def __init__(self, entities: list[str], workers: int) -> None:
+    def __init__(self, entities: list[str], workers: int, folder: Path | None = None,
+                 memory_keys: int = 1 << 20) -> None:
         self.workers = workers
-        self.seen = KeyIndex()
+        self.seen = KeyIndex(folder, memory_keys)
         self.report: Any = None
         # without PERSON (spaCy NER on every text) only texts a pattern recognizer could match need Presidio
         self.patterns_only = "PERSON" not in entities
@@ -149,6 +153,7 @@ class Redactor:
         return changed
 
     def close(self) -> None:
+        self.seen.close()
         if self.workers:
             self.pool.shutdown(wait=True, cancel_futures=True)
 

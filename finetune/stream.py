@@ -20,7 +20,7 @@ Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyo
 bucket of ``sort_rows`` rows; pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
 each in memory (12 bytes a key), the rest on disk (3 to 5 bytes a key stay in memory for the Bloom filters
 and fences: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
-cluster) for the splits; pass 2 holds a few batches and 8 bytes a distinct text for PII counting. Freed
+cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
 memory is handed back to the system between phases. :attr:`StreamStats.state_bytes` and
 ``state_disk_bytes`` report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
 
@@ -239,7 +239,9 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     workers = config.pii_workers
     if workers is None:
         workers = 0 if kept_rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
-    redactor = Redactor(list(spec.cleaning.pii_entities), workers) if spec.cleaning.pii and kept_rows else None
+    spill = state if config.memory_keys is not None else None
+    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, spill, config.memory_keys or 0)
+                if spec.cleaning.pii and kept_rows else None)
     fractions = spec.split.fractions()
     comp_split = np.full(int(label.max()) + 1 if len(label) else 0, -1, dtype=np.int8)
     split_rows = {name: 0 for name in SPLITS}
@@ -318,6 +320,7 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
         writer_pool.shutdown(wait=True, cancel_futures=True)
         if redactor is not None:
             redactor.close()
+        shutil.rmtree(state, ignore_errors=True)
         for w in writers.values():
             w.close()
         for fh in handles.values():

@@ -221,11 +221,13 @@ def test_the_external_sort_orders_unicode_and_nulls_as_duckdb(tmp_path, data_dir
     assert sum(1 for r in got if r["text"] and not r["text"].isascii()) > 50
 
 
-def test_key_indexes_on_disk_give_the_same_dataset(lake):
-    """A build whose pass 1 keeps at most 2,000 keys per index in memory (the rest in disk runs) writes the
-    same bytes as one that keeps everything in memory."""
+@pytest.mark.parametrize("fmt, pii", [("preference", False), ("kto", True)])
+def test_key_indexes_on_disk_give_the_same_dataset(lake, fmt, pii):
+    """A build whose key indexes (pass 1's, and the PII text keys') keep at most 2,000 keys each in memory (the
+    rest in disk runs) writes the same bytes, and counts the same PII, as one that keeps everything in memory."""
     stack, _ = lake
-    spec = parse_spec({"name": "spill", "format": "preference", "cleaning": {"pii": False}})
+    cleaning = {"pii": pii, "pii_entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS"]}
+    spec = parse_spec({"name": f"spill-{fmt}", "format": fmt, "cleaning": cleaning})
     on_disk = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, memory_keys=2_000))
     files = {p.relative_to(on_disk.files): p.read_bytes() for p in on_disk.files.rglob("*.*") if p.is_file()}
     assert on_disk.report.state_disk_bytes > 100_000
@@ -235,6 +237,9 @@ def test_key_indexes_on_disk_give_the_same_dataset(lake):
     assert {p.relative_to(in_memory.files): p.read_bytes() for p in in_memory.files.rglob("*.*") if p.is_file()} \
         == files
     assert any(str(p).endswith(".jsonl") for p in files)
+    assert in_memory.report.pii == on_disk.report.pii
+    assert not pii or on_disk.report.pii["texts"] > 2_000
+    assert not any(p.name.startswith(".state") for p in on_disk.files.rglob("*"))
 
 
 def test_the_memory_knobs_come_from_the_environment(monkeypatch):
