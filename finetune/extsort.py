@@ -2,7 +2,7 @@
 
 The streaming build needs its candidates in stream order (conversation id first). DuckDB's ``ORDER BY``
 over the candidate query holds far more than its ``memory_limit`` at a million conversations (about
-1.2 GB of RSS with a 1 GB limit, and it fails below ~700 MB), so the query is written unsorted and
+1.2 GB of RSS with a 1 GB limit, and it ran out of memory under 640 MB), so the query is written unsorted and
 sorted here in memory proportional to ``bucket_rows``:
 
 1. **Boundaries**: every ``stride``-th value of the first key (about 64 per bucket, read one row group at a

@@ -3,9 +3,9 @@
 1. **Selection**: DuckDB writes the candidate query (:func:`finetune.select.candidate_query`) unsorted to
    a Parquet file in the work folder with ``COPY`` (spilling to disk beyond ``duckdb_memory``);
    :func:`finetune.extsort.sort_parquet` puts it in stream order (:data:`finetune.select.SORT_KEYS`:
-   conversation id first) in buckets of ``sort_rows`` rows. DuckDB's own ``ORDER BY`` held some 1.2 GB
-   beyond its limit at a million conversations, and its Python result (``fetch_record_batch``) the whole
-   sorted result.
+   conversation id first) in buckets of ``sort_rows`` rows. DuckDB's own ``ORDER BY`` took some 1.2 GB of
+   memory under a 1 GB limit at a million conversations (and ran out of memory under 640 MB), and its
+   Python result (``fetch_record_batch``) holds the whole sorted result.
 2. **Pass 1** reads it back in batches of ``batch_rows``: :class:`finetune.cleaning.Cleaner` computes the
    cleaning masks and fingerprints of the next batch in a second thread while this one is deduplicated
    against what earlier batches kept; it records which rows of each batch are kept.
