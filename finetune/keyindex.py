@@ -218,6 +218,14 @@ class KeyIndex:
             run.remove()
         self._disk = []
 
+    def _merge_newest(self) -> None:
+        """Merge the two newest in-memory runs into one."""
+        b, bv = self._keys.pop(), self._values.pop()
+        a, av = self._keys.pop(), self._values.pop()
+        self._keys.append(np.empty(len(a) + len(b), dtype=np.uint64))
+        self._values.append(np.empty(len(a) + len(b), dtype=np.int32))
+        _merge(a, av, b, bv, self._keys[-1], self._values[-1])
+
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Values of ``keys`` (uint64, any shape flattened to 1-D): int64, ``-1`` where absent."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64).ravel()
@@ -262,18 +270,10 @@ class KeyIndex:
         self._keys.append(uniq)
         self._values.append(values[first].astype(np.int32))
         while len(self._keys) > 1 and len(self._keys[-1]) * 2 >= len(self._keys[-2]):
-            b, bv = self._keys.pop(-1), self._values.pop(-1)
-            a, av = self._keys.pop(-1), self._values.pop(-1)
-            self._keys.append(np.empty(len(a) + len(b), dtype=np.uint64))
-            self._values.append(np.empty(len(a) + len(b), dtype=np.int32))
-            _merge(a, av, b, bv, self._keys[-1], self._values[-1])
+            self._merge_newest()
         if self.folder is not None and sum(len(k) for k in self._keys) > self.memory_keys:
             while len(self._keys) > 1:
-                b, bv = self._keys.pop(-1), self._values.pop(-1)
-                a, av = self._keys.pop(-1), self._values.pop(-1)
-                self._keys.append(np.empty(len(a) + len(b), dtype=np.uint64))
-                self._values.append(np.empty(len(a) + len(b), dtype=np.int32))
-                _merge(a, av, b, bv, self._keys[-1], self._values[-1])
+                self._merge_newest()
             keys, values = self._keys.pop(), self._values.pop()
             self._disk.append(DiskRun(self.folder, [(keys, values)], len(keys)))
             del keys, values

@@ -159,6 +159,18 @@ _POW_R = _Powers(_R64, np.uint64)
 _POW_S = _Powers(_S64, np.uint64)
 
 
+def _prefix_hashes(values: np.ndarray, powers: _Powers) -> tuple[np.ndarray, np.ndarray]:
+    """``(prefix, neg)`` of a polynomial hash over ``values`` (uint32 or uint64, the powers' dtype):
+    ``prefix[i] = sum(values[j] * base**j for j < i)`` (wrapping), so that the hash of ``values[s:e]`` is
+    ``(prefix[e] - prefix[s]) * neg[s]`` (``neg[s] = base**-s``), equal for equal spans wherever they stand."""
+    n = len(values)
+    pos, neg = powers.get(n + 1)
+    prefix = np.zeros(n + 1, dtype=values.dtype)
+    np.multiply(values, pos[:n], out=prefix[1:])
+    np.cumsum(prefix[1:], dtype=values.dtype, out=prefix[1:])
+    return prefix, neg
+
+
 _TABLE_LOCK = threading.Lock()
 
 
@@ -286,7 +298,6 @@ def _fingerprints(texts: Sequence[str] | pa.Array, k: int) -> tuple[np.ndarray, 
     and ``shingle_hash`` (uint32, :func:`shingle_hash32` of every shingle of those texts, text by text).
     """
     buf, text_start = _utf8_arrow(texts) if isinstance(texts, pa.Array) else _utf8_batch(texts)
-    size = len(buf)
     # ASCII casefold is lower-casing; str.split's ASCII whitespace is \t \n \v \f \r \x1c-\x1f and space
     low = buf + ((buf - np.uint8(65)) < 26) * np.uint8(32)
     word = ~((low == 32) | ((low - np.uint8(9)) < 5) | ((low - np.uint8(28)) < 4))
@@ -296,11 +307,8 @@ def _fingerprints(texts: Sequence[str] | pa.Array, k: int) -> tuple[np.ndarray, 
     c = low.astype(np.uint32)
     c += np.uint32(1)
     halves = []
-    prefix32 = np.zeros(size + 1, dtype=np.uint32)
     for powers in (_POW_A, _POW_B):
-        pos, neg = powers.get(size + 1)
-        np.multiply(c, pos[:size], out=prefix32[1:])
-        np.cumsum(prefix32[1:], dtype=np.uint32, out=prefix32[1:])
+        prefix32, neg = _prefix_hashes(c, powers)
         halves.append((prefix32[w_end] - prefix32[w_start]) * neg[w_start])
     word_hash = _fmix64((halves[0].astype(np.uint64) << np.uint64(32)) | halves[1])
     n_all = len(w_start)
@@ -312,11 +320,8 @@ def _fingerprints(texts: Sequence[str] | pa.Array, k: int) -> tuple[np.ndarray, 
     # shingle j of text t starts at word first[t] + j
     starts = np.repeat(first - (np.cumsum(n_shingles) - n_shingles), n_shingles) + np.arange(total)
     keys = []
-    prefix64 = np.zeros(n_all + 1, dtype=np.uint64)
     for powers in (_POW_R, _POW_S):
-        pos, neg = powers.get(n_all + 1)
-        np.multiply(word_hash, pos[:n_all], out=prefix64[1:])
-        np.cumsum(prefix64[1:], dtype=np.uint64, out=prefix64[1:])
+        prefix64, neg = _prefix_hashes(word_hash, powers)
         keys.append((prefix64[last] - prefix64[first]) * neg[first])
         if powers is _POW_R:
             h = (prefix64[starts + k] - prefix64[starts]) * neg[starts]

@@ -36,7 +36,6 @@ from finetune.keyindex import KeyIndex, mix64
 __all__ = ["Fingerprints", "StreamingClusters", "exact_keys"]
 
 _BAND_MUL = np.uint64(0x100000001B3)
-_CHUNK_CHARS = 1 << 21
 
 
 def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,13 +48,13 @@ def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     if isinstance(texts, pa.Array):
-        pieces = (texts.slice(a, b - a) for a, b in minhash.byte_pieces(texts, _CHUNK_CHARS))
+        pieces = (texts.slice(a, b - a) for a, b in minhash.byte_pieces(texts, minhash._CHUNK_BYTES))
     else:
         texts = list(texts)
         bounds, start = [], 0
         while start < len(texts):
             stop, size = start, 0
-            while stop < len(texts) and (stop == start or size + len(texts[stop]) < _CHUNK_CHARS):
+            while stop < len(texts) and (stop == start or size + len(texts[stop]) < minhash._CHUNK_BYTES):
                 size += len(texts[stop]) + 1
                 stop += 1
             bounds.append((start, stop))

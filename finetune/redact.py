@@ -51,15 +51,12 @@ def _redact_job(new: list[str], again: list[str]) -> tuple[list, list, Any]:
     return _redact(_WORKER_REDACTOR[0], new, again)
 
 
-_CHUNK_BYTES = 1 << 21
-
-
 def _text_keys(texts: pa.Array) -> np.ndarray:
     """A uint64 per text of a string array without nulls, from its UTF-8 bytes: two polynomial hashes mod
     2**64 (:mod:`finetune.minhash`'s bases) and the length, mixed; equal texts give equal keys, different ones
     collide with probability about 2**-64. Vectorised over the array's buffers (no Python string), in
     pieces of about 2 MB (the power tables grow with the piece)."""
-    out = [_piece_keys(texts.slice(a, b - a)) for a, b in minhash.byte_pieces(texts, _CHUNK_BYTES)]
+    out = [_piece_keys(texts.slice(a, b - a)) for a, b in minhash.byte_pieces(texts, minhash._CHUNK_BYTES)]
     return np.concatenate(out) if out else np.empty(0, np.uint64)
 
 
@@ -68,9 +65,7 @@ def _piece_keys(texts: pa.Array) -> np.ndarray:
     c = raw.astype(np.uint64) + np.uint64(1)
     keys = []
     for powers in (minhash._POW_R, minhash._POW_S):
-        pos, neg = powers.get(len(c) + 1)
-        prefix = np.zeros(len(c) + 1, dtype=np.uint64)
-        np.cumsum(c * pos[:len(c)], dtype=np.uint64, out=prefix[1:])
+        prefix, neg = minhash._prefix_hashes(c, powers)
         keys.append((prefix[offsets[1:]] - prefix[offsets[:-1]]) * neg[offsets[:-1]])
     return mix64(keys[0], keys[1], np.diff(offsets))
 

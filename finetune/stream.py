@@ -199,7 +199,9 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
             seconds: dict[str, float], memory: dict[str, int | None]) -> StreamStats:
     fmt = spec.format
     state = folder / ".state"
-    cleaner = Cleaner(spec, state if config.memory_keys is not None else None, config.memory_keys or 0)
+    # key indexes (pass 1's and the PII text keys) keep memory_keys keys in memory, the rest under `state`
+    spill, memory_keys = (state, config.memory_keys) if config.memory_keys is not None else (None, 0)
+    cleaner = Cleaner(spec, spill, memory_keys)
     started = time.perf_counter()
     threads = max(1, min(config.prepare_threads, os.cpu_count() or 1))
     try:
@@ -239,8 +241,7 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     workers = config.pii_workers
     if workers is None:
         workers = 0 if kept_rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
-    spill = state if config.memory_keys is not None else None
-    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, spill, config.memory_keys or 0)
+    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, spill, memory_keys)
                 if spec.cleaning.pii and kept_rows else None)
     fractions = spec.split.fractions()
     comp_split = np.full(int(label.max()) + 1 if len(label) else 0, -1, dtype=np.int8)
