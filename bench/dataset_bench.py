@@ -12,7 +12,8 @@ duplicate detection see N times the distinct texts, as they would with N times t
 tags hold no digit on purpose: a digit in every text would send every text through Presidio's
 phone-number matcher, where only the real share of texts (about a fifth) has one. Building
 the lake is setup, timed separately. Each build runs in a child process; its peak RSS is that process's
-``VmHWM``, and the PII worker processes' peak (``RUSAGE_CHILDREN``) is reported beside it. The spec is
+``VmHWM``, and the PII worker processes' largest own ``VmHWM`` (sampled every 0.2 s while they run; their
+``RUSAGE_CHILDREN`` peak would include the parent's memory at the moment it forked them) beside it. The spec is
 SFT over all answers but HH-RLHF harmless-base, with PII on for the pattern entities (e-mail, phone,
 card, IP); runs with ``--no-pii`` variants show what the pipeline costs without Presidio.
 
@@ -26,10 +27,10 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,26 @@ def build_lake(home: Path, copies: int, base: dict[str, pa.Table]) -> dict:
             "lake_conversations": conversations, "lake_build_s": round(time.perf_counter() - started, 1)}
 
 
+class ChildPeaks(threading.Thread):
+    """Samples the ``VmHWM`` of this process's child processes every ``every_s`` seconds; ``peak_mb`` is the
+    largest seen (Linux ``/proc``; 0 elsewhere or with no children)."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.every_s, self.peak_mb, self.done = every_s, 0, threading.Event()
+
+    def run(self) -> None:
+        me = str(os.getpid())
+        while not self.done.wait(self.every_s):
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+                except OSError:
+                    continue
+                if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+                    self.peak_mb = max(self.peak_mb, int(fields["VmHWM"].split()[0]) // 1024)
+
+
 def child(home: str, spec_json: str, batch_rows: str) -> None:
     """Build and write one dataset in this process; print timings and peak RSS as JSON."""
     import pyarrow.parquet as pq
@@ -110,6 +131,8 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
     catalog = open_catalog(LakeSettings(), HomeSettings(home=Path(home)))
     spec = parse_spec(json.loads(spec_json))
     root = Path(home) / "datasets"
+    peaks = ChildPeaks()
+    peaks.start()
     started = time.perf_counter()
     built = build.build(catalog, spec, workdir=root, config=stream.StreamConfig(batch_rows=int(batch_rows)))
     folder = output.write(built, root)
@@ -117,14 +140,15 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
     # the build resets VmHWM between phases (to report each phase's peak): the run's peak is the largest
     hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
     peak_mb = max([hwm // 1024, *built.report.phase_peak_rss_mb.values()])
-    workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peaks.done.set()
+    peaks.join()
     conversations = set()
     for name in ("train", "validation", "test"):
         conversations.update(pq.read_table(folder / "data" / f"{name}.parquet", columns=["conversation_id"])
                              ["conversation_id"].to_pylist())
     print(json.dumps({"total_s": round(total, 1), "phase_s": built.report.phase_seconds,
                       "phase_peak_rss_mb": built.report.phase_peak_rss_mb, "peak_rss_mb": peak_mb,
-                      "pii_workers": built.report.pii_workers, "pii_worker_peak_rss_mb": workers_kb // 1024,
+                      "pii_workers": built.report.pii_workers, "pii_worker_peak_rss_mb": peaks.peak_mb,
                       "state_mb": round(built.report.state_bytes / 2**20, 1), "steps": built.report.steps,
                       "splits": built.report.splits, "pii_report": built.report.pii,
                       "output_conversations": len(conversations),

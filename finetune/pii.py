@@ -241,9 +241,10 @@ class PiiRedactor:
             "PERSON": lambda: SpacyRecognizer(supported_language=self.language, supported_entities=["PERSON"]),
         }
         recognizers = [makers[e]() for e in self.entities]
-        self._pattern_recognizers = [
-            r for e, r in zip(self.entities, recognizers, strict=True) if e not in _NER_ENTITIES
+        self._pattern_recognizers_by_entity = [
+            (e, r) for e, r in zip(self.entities, recognizers, strict=True) if e not in _NER_ENTITIES
         ]
+        self._pattern_recognizers = [r for _, r in self._pattern_recognizers_by_entity]
         registry = RecognizerRegistry(recognizers=recognizers, supported_languages=[self.language])
         self._nlp_engine = nlp_engine
         self._analyzer = AnalyzerEngine(
@@ -256,16 +257,17 @@ class PiiRedactor:
         # Presidio's "replace" operator without new_value writes "<ENTITY_TYPE>"
         self._operators = {"DEFAULT": OperatorConfig("replace")}
 
-    def _pattern_results(self, text: str) -> list[RecognizerResult]:
-        """What the requested pattern recognizers find in ``text`` before context enhancement (see the module
-        docstring); empty when none matches."""
+    def _pattern_results(self, text: str, skip: frozenset[str] = frozenset()) -> list[RecognizerResult]:
+        """What the requested pattern recognizers (but those of the entities in ``skip``, which the caller
+        knows find nothing) find in ``text`` before context enhancement (see the module docstring); empty
+        when none matches."""
         if self._precheck is None or not self._precheck.search(text):
             return []
         # Raw recognizer matches, without NLP artifacts: the analyzer's context enhancement only
         # raises the scores of these, so no match here means no pattern result there.
         entities = list(self.entities)
-        return [hit for r in self._pattern_recognizers for hit in r.analyze(text=text, entities=entities,
-                                                                             nlp_artifacts=None)]
+        return [hit for e, r in self._pattern_recognizers_by_entity if e not in skip
+                for hit in r.analyze(text=text, entities=entities, nlp_artifacts=None)]
 
     def _context_free(self, results: list[RecognizerResult]) -> bool:
         """Whether the anonymized text cannot depend on context enhancement: every score already reaches the
@@ -303,8 +305,30 @@ class PiiRedactor:
         :class:`finetune.errors.DatasetError` for a text longer than spaCy's ``max_length``
         (1,000,000 characters; split such texts first).
         """
+        out, report, _ = self._redact_many(texts)
+        return out, report
+
+    def redact_found(self, texts: Sequence[str], gates: dict[str, Sequence[bool]] | None = None,
+                     ) -> dict[str, tuple[str, dict[str, int]]]:
+        """``{text: (redacted text, {entity type: spans replaced})}`` for the texts of ``texts`` (``str``)
+        in which something was found; the others come back unchanged from :meth:`redact_many`.
+
+        ``gates``: optional ``{entity: one bool per text}``, False where the entity's recognizer can find
+        nothing in the text (e.g. :func:`finetune.piigate.arrow_candidates` for that entity alone); those
+        recognizers are skipped there, which changes no output. Raises what :meth:`redact_many` raises, and
+        ``ValueError`` for a gate of another length than ``texts``."""
+        if gates and any(len(mask) != len(texts) for mask in gates.values()):
+            raise ValueError("each gate needs one value per text")
+        _, _, found = self._redact_many(texts, gates or {})
+        return found
+
+    def _redact_many(self, texts: Sequence[str | None], gates: dict[str, Sequence[bool]] | None = None,
+                     ) -> tuple[list[str | None], RedactionReport, dict]:
+        """:meth:`redact_many`'s work, and :meth:`redact_found`'s dict."""
+        gates = {e: mask for e, mask in (gates or {}).items() if e in self.entities}
         out: list[str | None] = list(texts)
         report = RedactionReport()
+        found: dict[str, tuple[str, dict[str, int]]] = {}
         full: list[int] = []  # pattern candidates: the whole pipeline, as Presidio runs it
         ner_only: list[int] = []  # PERSON only: spaCy's NER component alone
         with self._lock:
@@ -321,27 +345,30 @@ class PiiRedactor:
                         f"text #{i} has {len(text)} characters, more than spaCy's limit of {self._max_length}; "
                         "split it before redaction"
                     )
-                results = self._pattern_results(text)
+                skip = frozenset(e for e, mask in gates.items() if not mask[i]) if gates else frozenset()
+                results = self._pattern_results(text, skip)
                 if results and not self.uses_ner and self._context_free(results):
                     redacted, counts = self._anonymize(text, results)
-                    self._count(report, i, out, redacted, counts)
+                    self._count(report, i, out, redacted, counts, found)
                 elif results:
                     full.append(i)
                 elif self.uses_ner:
                     ner_only.append(i)
-            self._analyze(full, out, report)
+            self._analyze(full, out, report, found)
             if ner_only:
                 # PERSON results come from the NER component only (it has its own embeddings) and
                 # Presidio's SpacyRecognizer has no context words, so the tagger and lemmatizer
                 # (only used for context words) are skipped for texts without pattern matches.
                 with self._nlp_engine.nlp[self.language].select_pipes(enable=["ner"]):
-                    self._analyze(ner_only, out, report, only_ner=True)
-        return out, report
+                    self._analyze(ner_only, out, report, found, only_ner=True)
+        return out, report, found
 
     def _analyze(
-        self, indices: list[int], out: list[str | None], report: RedactionReport, only_ner: bool = False
+        self, indices: list[int], out: list[str | None], report: RedactionReport, found: dict,
+        only_ner: bool = False,
     ) -> None:
-        """Analyze and anonymize ``out[i]`` for ``i`` in ``indices``, in place; counts go to ``report``.
+        """Analyze and anonymize ``out[i]`` for ``i`` in ``indices``, in place; counts go to ``report`` (and
+        ``found``, see :meth:`_count`).
 
         ``only_ner``: the texts have no pattern match, so one without a kept spaCy entity (all but
         PERSON are ignored) has no result and skips the analyzer."""
@@ -363,11 +390,15 @@ class PiiRedactor:
                 nlp_artifacts=nlp_artifacts,
             )
             redacted, counts = self._anonymize(text, results)
-            self._count(report, i, out, redacted, counts)
+            self._count(report, i, out, redacted, counts, found)
 
     @staticmethod
-    def _count(report: RedactionReport, i: int, out: list[str | None], redacted: str, counts: dict[str, int]) -> None:
-        """Put ``redacted`` in ``out[i]`` and add it to ``report``."""
+    def _count(report: RedactionReport, i: int, out: list[str | None], redacted: str, counts: dict[str, int],
+               found: dict) -> None:
+        """Put ``redacted`` in ``out[i]`` and add it to ``report``; ``found[text] = (redacted, counts)`` when
+        something was found."""
+        if counts or redacted != out[i]:
+            found[out[i]] = (redacted, counts)
         if redacted != out[i]:
             report.texts_changed += 1
             out[i] = redacted

@@ -25,6 +25,10 @@ come from the candidate:
   region for numbers written with ``+`` or an international prefix (:func:`min_digits`): 4 for DE (e.g.
   Presidio reads the years 1640-1699 as German numbers), 6 for the other default regions.
 
+The matcher also remembers, per region and candidate string, whether the candidate alone parses to a
+valid number (:func:`_verdict_matcher_class`; the same years and counts recur across texts): a candidate
+that cannot be valid alone cannot be valid inside a text, so its parse is skipped there.
+
 A region whose gate fails yields no match and is skipped; results of the others come in the same order,
 so :meth:`GatedPhoneRecognizer.analyze` returns what ``PhoneRecognizer.analyze`` returns. Within a text,
 the matcher runs only on the pieces where the gate is found, a piece running from one :data:`_HARD`
@@ -42,8 +46,9 @@ and a hex digit.
 **Credit cards** (:data:`CARD_GATE`): the card pattern starts with 4 digits, an optional separator and 3
 digits. **E-mail addresses**: an ``@``.
 
-**Texts with none of these** (:func:`arrow_candidates`): a pure-ASCII text without a digit, ``@``, ``::``
-or a colon between hex digits is skipped without reaching Python (Arrow's RE2 over the whole batch).
+**Texts with none of these** (:func:`arrow_candidates`): a text where none of the requested entities'
+gates is found (each in an RE2 form that finds at least what the Python gate finds) is skipped without
+reaching Python (Arrow's RE2 over the whole batch).
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["GatedPhoneRecognizer", "GatedIpRecognizer", "GatedCreditCardRecognizer", "CARD_GATE", "IP_GATE", "gated", "min_digits", "phone_gate", "arrow_candidates"]
+__all__ = ["GatedPhoneRecognizer", "GatedIpRecognizer", "GatedCreditCardRecognizer", "CARD_GATE", "IP_GATE", "gated", "min_digits", "phone_gate", "arrow_candidates",
+           "PATTERN_ENTITIES"]
 
 IP_GATE = re.compile(r"[0-9]\.[0-9]{1,3}\.[0-9]|::|[0-9a-f]:[0-9a-f]", re.IGNORECASE)
 """Found in every text ``IpRecognizer`` has a match in (see the module doc)."""
@@ -62,19 +68,35 @@ _NUMBER_TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_co
                  "pager", "uan", "voicemail")
 
 
-def _national_min(region: str | int) -> int | None:
-    """Shortest possible NSN length of any number type of ``region`` (a region code, or the country code
-    of a non-geographic entity such as 800), None when it has none."""
+@functools.lru_cache(maxsize=1)
+def _national_mins() -> dict[str | int, int]:
+    """Shortest possible NSN length of any number type, per region code and per country code of a
+    non-geographic entity such as 800 (python-phonenumbers' metadata); entities without one are left out."""
     from phonenumbers import PhoneMetadata
+    from phonenumbers.phonenumberutil import COUNTRY_CODES_FOR_NON_GEO_REGIONS, SUPPORTED_REGIONS
 
-    meta = (PhoneMetadata.metadata_for_nongeo_region(region) if isinstance(region, int)
-            else PhoneMetadata.metadata_for_region(region))
-    if meta is None:
-        return None
-    lengths = [n for t in _NUMBER_TYPES if getattr(meta, t) is not None
-               for n in (getattr(meta, t).possible_length or ()) if n > 0]
-    lengths += [n for n in (meta.general_desc.possible_length or ()) if n > 0]
-    return min(lengths) if lengths else None
+    mins: dict[str | int, int] = {}
+    for region in [*SUPPORTED_REGIONS, *COUNTRY_CODES_FOR_NON_GEO_REGIONS]:
+        meta = (PhoneMetadata.metadata_for_nongeo_region(region) if isinstance(region, int)
+                else PhoneMetadata.metadata_for_region(region))
+        if meta is None:
+            continue
+        lengths = [n for t in _NUMBER_TYPES if getattr(meta, t) is not None
+                   for n in (getattr(meta, t).possible_length or ()) if n > 0]
+        lengths += [n for n in (meta.general_desc.possible_length or ()) if n > 0]
+        if lengths:
+            mins[region] = min(lengths)
+    return mins
+
+
+@functools.lru_cache(maxsize=1)
+def _international_min() -> int:
+    """Fewest digits of a number written internationally: country code + shortest national length, over
+    every region and non-geographic entity."""
+    from phonenumbers.phonenumberutil import country_code_for_region
+
+    return min(len(str(region if isinstance(region, int) else country_code_for_region(region))) + n
+               for region, n in _national_mins().items())
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,19 +104,15 @@ def min_digits(region: str) -> int:
     """Fewest digits a valid number found with ``region`` as the preferred region can have: the region's
     shortest national length, or, written internationally, the shortest country code + national length
     of any region (python-phonenumbers' metadata). Raises ``ValueError`` for an unknown region."""
-    from phonenumbers.phonenumberutil import (
-        COUNTRY_CODES_FOR_NON_GEO_REGIONS,
-        SUPPORTED_REGIONS,
-        country_code_for_region,
-    )
-
-    national = _national_min(region)
+    national = _national_mins().get(region) if isinstance(region, str) else None
     if national is None:
         raise ValueError(f"unknown phone region {region!r}")
-    codes = [(country_code_for_region(r), r) for r in SUPPORTED_REGIONS]
-    codes += [(cc, cc) for cc in COUNTRY_CODES_FOR_NON_GEO_REGIONS]
-    international = min(len(str(cc)) + n for cc, r in codes if (n := _national_min(r)) is not None)
-    return min(national, international)
+    return min(national, _international_min())
+
+
+def fewest_digits() -> int:
+    """:func:`min_digits` of the region that needs fewest (4 with python-phonenumbers 9.x: DE and others)."""
+    return min(min(_national_mins().values()), _international_min())
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,6 +144,41 @@ def _line_limit() -> int:
     return 65_535 // (1 + 2 * len(inner)) if inner else 0
 
 
+_VERDICTS_MAX = 1 << 16
+"""Candidates whose verdict a gated phone recognizer remembers (all regions together); beyond, it forgets them all."""
+
+
+@functools.lru_cache(maxsize=1)
+def _verdict_matcher_class():
+    """python-phonenumbers' ``PhoneNumberMatcher`` remembering, per region and candidate string, whether the
+    candidate can parse to a number of the matcher's leniency: ``_parse_and_verify(candidate, offset)`` does
+    what upstream does, after a lookup in ``verdicts`` (``{(region, leniency, candidate): bool}``, shared by
+    the caller between matchers) of the same call on the candidate alone (``text == candidate``, offset 0).
+    Alone the candidate has no neighbours, and the neighbour checks (no Latin letter or currency symbol
+    right before or after) are the only part of the method that reads the text around it: so the call on
+    the text can find a number only where the call alone does, and a False verdict skips it exactly. The
+    plain class when the module lacks the method (another version)."""
+    from phonenumbers import PhoneNumberMatcher
+
+    if not callable(getattr(PhoneNumberMatcher, "_parse_and_verify", None)):
+        return lambda text, region, leniency, verdicts: PhoneNumberMatcher(text, region, leniency=leniency)
+
+    class VerdictMatcher(PhoneNumberMatcher):
+        def __init__(self, text, region, leniency, verdicts: dict):
+            super().__init__(text, region, leniency=leniency)
+            self._verdicts = verdicts
+
+        def _parse_and_verify(self, candidate, offset):
+            key = (self.preferred_region, self.leniency, candidate)
+            verdict = self._verdicts.get(key)
+            if verdict is None:
+                alone = PhoneNumberMatcher(candidate, self.preferred_region, leniency=self.leniency)
+                verdict = self._verdicts[key] = alone._parse_and_verify(candidate, 0) is not None
+            return super()._parse_and_verify(candidate, offset) if verdict else None
+
+    return VerdictMatcher
+
+
 @functools.lru_cache(maxsize=1)
 def _gated_phone_class():
     import phonenumbers
@@ -134,6 +187,7 @@ def _gated_phone_class():
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
     limit = _line_limit()
+    matcher_class = _verdict_matcher_class()
 
     class _Gated(PhoneRecognizer):
         def _pieces(self, text: str) -> dict[str, list[tuple[int, str]]]:
@@ -162,8 +216,11 @@ def _gated_phone_class():
             return {r: passing[min_digits(r)] for r in self.supported_regions if passing[min_digits(r)]}
 
         def _matches(self, pieces: list[tuple[int, str]], region: str):
+            verdicts = self.__dict__.setdefault("_verdicts", {})
+            if len(verdicts) > _VERDICTS_MAX:
+                verdicts.clear()
             for start, piece in pieces:
-                for match in phonenumbers.PhoneNumberMatcher(piece, region, leniency=self.leniency):
+                for match in matcher_class(piece, region, leniency=self.leniency, verdicts=verdicts):
                     yield phonenumbers.PhoneNumberMatch(start + match.start, match.raw_string, match.number)
 
         def analyze(self, text, entities, nlp_artifacts=None):
@@ -241,26 +298,52 @@ def gated_email_class() -> type:
     return _gated_class("EmailRecognizer")
 
 
-_ARROW_GATE = "[0-9@]|::|[0-9A-Fa-f]:[0-9A-Fa-f]|{digits}"
+PATTERN_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS")
+"""The Presidio entities whose recognizers have a gate here (and an RE2 form in :func:`arrow_candidates`)."""
+
+# RE2 forms of the gates, for Arrow. Each finds at least what its Python gate finds ({d}: a digit as Python's
+# Unicode \d; {p}: python-phonenumbers' punctuation, case-insensitive, widened to every non-ASCII character).
+_ARROW_GATES = {
+    "EMAIL_ADDRESS": "@",
+    # IP_GATE as is: no non-ASCII character matches [0-9a-f] case-insensitively in Python (tests check it)
+    "IP_ADDRESS": r"[0-9]\.[0-9]{{1,3}}\.[0-9]|::|[0-9a-fA-F]:[0-9a-fA-F]",
+    "CREDIT_CARD": r"{d}{{4}}[- ]?{d}{{3}}",
+    # phone_gate(k): the digit run, an x after punctuation, and an extension word widened to its first
+    # character (";", e, x, i, a, either case, or any non-ASCII one such as the full-width and Cyrillic words)
+    "PHONE_NUMBER": r"{d}(?:{p}{{0,4}}{d}){{{k1},}}|{d}{p}{{0,4}}[xX]|{d}[ \x{{a0}}\t,\-]*(?:[;eExXiIaA]|[^\x00-\x7f])",
+}
+_ARROW_PUNCTUATION = r"(?:[-xX ().\[\]\\/~]|[^\x00-\x7f])"
 
 
 @functools.lru_cache(maxsize=1)
-def _arrow_gate() -> str:
-    """:data:`_ARROW_GATE` with RE2's ``\\p{Nd}`` for Python's Unicode ``\\d`` (what Presidio's and
-    python-phonenumbers' patterns use) when RE2 finds every character Python's ``\\d`` matches (checked
-    once per process over all code points, ~0.1 s); otherwise any non-ASCII character."""
+def _arrow_digit() -> str:
+    """RE2's ``\p{Nd}`` for Python's Unicode ``\d`` (what Presidio's and python-phonenumbers' patterns use)
+    when RE2 finds every character Python's ``\d`` matches (checked once per process over all code points,
+    ~0.1 s); otherwise an ASCII digit or any non-ASCII character."""
     everything = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
     python_digits = re.findall(r"\d", everything)
     found = pc.match_substring_regex(pa.array(python_digits, pa.string()), r"\p{Nd}")
-    digits = r"\p{Nd}" if pc.all(found).as_py() else "[^\\x00-\\x7f]"
-    return _ARROW_GATE.format(digits=digits)
+    return r"\p{Nd}" if pc.all(found).as_py() else r"[0-9\x{80}-\x{10FFFF}]"
 
 
-def arrow_candidates(texts: pa.Array) -> pa.Array:
-    """Boolean mask over a string array: False where a text has no digit (any Unicode decimal digit), no
-    ``@``, no ``::`` and no colon between hex digits (no pattern recognizer can match it, see
-    :data:`IP_GATE` for the colons), True otherwise; False for nulls. Arrow's RE2 runs over the whole array
-    (no Python per text)."""
+@functools.lru_cache(maxsize=None)
+def _arrow_gate(entities: tuple[str, ...]) -> str:
+    """One RE2 pattern: any of the gates of ``entities`` (see :func:`arrow_candidates`)."""
+    k = fewest_digits()  # any region's, so it holds for any recognizer's regions
+    parts = [_ARROW_GATES[e].format(d=_arrow_digit(), p=_ARROW_PUNCTUATION, k1=k - 1) for e in entities]
+    return "|".join(f"(?:{part})" for part in parts)
+
+
+def arrow_candidates(texts: pa.Array, entities: tuple[str, ...] | list[str] = PATTERN_ENTITIES) -> pa.Array:
+    """Boolean mask over a string array: False where no gate of ``entities`` (a subset of
+    :data:`PATTERN_ENTITIES`; phone numbers of any region) is found, so none of their recognizers can
+    match the text; True otherwise; False for nulls. The gates' RE2 forms find at least what the Python gates
+    find (``@``; :data:`IP_GATE`; :data:`CARD_GATE`; :func:`phone_gate` for the fewest digits of any region, 4).
+    Arrow's RE2 runs over the whole array (no Python per text). Raises ``ValueError`` for another entity."""
+    unknown = sorted(set(entities) - set(PATTERN_ENTITIES))
+    if unknown or not entities:
+        raise ValueError(f"no gate for entities {unknown or '(none given)'}; choose from {PATTERN_ENTITIES}")
     if not len(texts):
         return pa.array([], pa.bool_())
-    return pc.fill_null(pc.match_substring_regex(texts, _arrow_gate()), False)
+    pattern = _arrow_gate(tuple(e for e in PATTERN_ENTITIES if e in entities))
+    return pc.fill_null(pc.match_substring_regex(texts, pattern), False)

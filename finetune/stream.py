@@ -12,9 +12,11 @@
 3. **Splits**: a union-find (``connected_components``) over conversations and prompt clusters gives each
    kept row a component; each component goes to the split :func:`finetune.splits.split_indices` gives the
    component's smallest conversation id (its first one in stream order).
-4. **Pass 2** re-reads the selection, keeps the rows pass 1 kept, redacts PII in each batch's distinct
-   texts with Presidio (:mod:`finetune.redact`; in worker processes for large builds), and appends each
-   split to ``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl`` (:mod:`finetune.exports`).
+4. **Pass 2** re-reads the selection, keeps the rows pass 1 kept, applies the PII redaction of each batch's
+   distinct texts, and appends each split to ``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl``
+   (:mod:`finetune.exports`). For large builds Presidio (:mod:`finetune.redact`) runs in worker processes
+   from the start of pass 1, over the whole selection in chunks of row groups, so pass 2 mostly finds its
+   chunks done; small builds redact in this process, chunk by chunk as pass 2 reaches them.
 
 Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it); the sort holds a
 bucket of ``sort_rows`` rows; pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
@@ -68,7 +70,8 @@ class StreamConfig:
     None: all in memory). ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` kept rows, else
-    one per CPU core, at most 4). ``prepare_threads``: threads computing pass 1's cleaning masks and
+    one per CPU core, at most 4); they redact the selection ahead, in chunks of whole row groups of about
+    ``pii_chunk_rows`` rows (a worker's memory scales with it). ``prepare_threads``: threads computing pass 1's cleaning masks and
     fingerprints ahead of the batch being deduplicated (at most one per CPU core).
     """
 
@@ -79,6 +82,7 @@ class StreamConfig:
     duckdb_threads: int | None = None
     pii_workers: int | None = None
     pii_pool_min_rows: int = 50_000
+    pii_chunk_rows: int = 8192
     prepare_threads: int = 2
 
 
@@ -201,6 +205,27 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     state = folder / ".state"
     # key indexes (pass 1's and the PII text keys) keep memory_keys keys in memory, the rest under `state`
     spill, memory_keys = (state, config.memory_keys) if config.memory_keys is not None else (None, 0)
+    selected_rows = pq.ParquetFile(selected).metadata.num_rows
+    workers = config.pii_workers
+    if workers is None:
+        workers = 0 if selected_rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
+    # PII redaction of the whole selection starts now, in the workers, while pass 1 cleans it
+    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, selected, ANSWERS[fmt], config.pii_chunk_rows,
+                         spill, memory_keys) if spec.cleaning.pii and selected_rows else None)
+    try:
+        return _clean_and_write(spec, folder, config, selected, seconds, memory, redactor)
+    finally:
+        if redactor is not None:
+            redactor.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Path,
+                     seconds: dict[str, float], memory: dict[str, int | None],
+                     redactor: Redactor | None) -> StreamStats:
+    fmt = spec.format
+    state = folder / ".state"
+    spill, memory_keys = (state, config.memory_keys) if config.memory_keys is not None else (None, 0)
     cleaner = Cleaner(spec, spill, memory_keys)
     started = time.perf_counter()
     threads = max(1, min(config.prepare_threads, os.cpu_count() or 1))
@@ -212,7 +237,6 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
         state_disk_bytes = cleaner.disk_bytes
     finally:
         cleaner.close()
-        shutil.rmtree(state, ignore_errors=True)
     seconds["pass 1"] = time.perf_counter() - started
     memory["pass 1"] = _peak_rss_mb()
     counts = cleaner.counts
@@ -238,11 +262,8 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
 
     started = time.perf_counter()
     kept_rows = rows
-    workers = config.pii_workers
-    if workers is None:
-        workers = 0 if kept_rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
-    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, spill, memory_keys)
-                if spec.cleaning.pii and kept_rows else None)
+    if not kept_rows:
+        redactor = None
     fractions = spec.split.fractions()
     comp_split = np.full(int(label.max()) + 1 if len(label) else 0, -1, dtype=np.int8)
     split_rows = {name: 0 for name in SPLITS}
@@ -286,18 +307,19 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
         while len(writes) > 2 * len(SPLITS):  # a few batches in flight at most
             writes.popleft().result()
 
-    def kept(item: tuple[int, pa.RecordBatch]) -> tuple[int, pa.Table]:
+    def kept(item: tuple[int, pa.RecordBatch]) -> tuple[int, int, pa.Table]:
         i, batch = item
-        return i, pa.Table.from_batches([batch]).filter(pa.array(keep[i]))
+        return i, batch.num_rows, pa.Table.from_batches([batch]).filter(pa.array(keep[i]))
 
     # Parquet and JSON lines are written in one thread (Arrow and Polars release the GIL) while this one
     # formats the next batch
     writer_pool = ThreadPoolExecutor(1, thread_name_prefix="flywheel-write")
     try:
-        pending: deque = deque()
+        row_end = 0  # rows of the selection read so far
         with ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
             batches = enumerate(pq.ParquetFile(selected, pre_buffer=False).iter_batches(batch_size=config.batch_rows))
-            for i, table in _prefetch(pool, batches, kept):
+            for i, batch_rows, table in _prefetch(pool, batches, kept):
+                row_start, row_end = row_end, row_end + batch_rows
                 if not table.num_rows:
                     continue
                 comp = label[kept_groups[i]]
@@ -307,21 +329,12 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
                     comps, first = np.unique(comp[unknown], return_index=True)
                     names = table["conversation_id"].take(pa.array(unknown[first])).to_pylist()
                     comp_split[comps] = split_indices(spec.split.seed, names, fractions)
-                jobs = redactor.submit_table(table, ANSWERS[fmt]) if redactor is not None else None
-                pending.append((table, comp_split[comp], jobs))
-                while len(pending) > max(1, workers):
-                    t, s, j = pending.popleft()
-                    finish(t, s, redactor.collect(j) if j is not None else {})
-            while pending:
-                t, s, j = pending.popleft()
-                finish(t, s, redactor.collect(j) if j is not None else {})
+                changed = redactor.batch_changes(table, row_start, row_end) if redactor is not None else {}
+                finish(table, comp_split[comp], changed)
         while writes:
             writes.popleft().result()
     finally:
         writer_pool.shutdown(wait=True, cancel_futures=True)
-        if redactor is not None:
-            redactor.close()
-        shutil.rmtree(state, ignore_errors=True)
         for w in writers.values():
             w.close()
         for fh in handles.values():
@@ -342,7 +355,7 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     exports = {t: exported[t] for t in EXPORT_FORMATS}
     seconds = {k: round(v, 2) for k, v in seconds.items()}
     return StreamStats(steps, dropped, pii, split_rows, distribution, exports, state_bytes,
-                       workers if redactor else 0, state_disk_bytes, seconds,
+                       redactor.workers if redactor else 0, state_disk_bytes, seconds,
                        {k: v for k, v in memory.items() if v is not None})
 
 

@@ -257,3 +257,57 @@ def test_the_memory_knobs_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("FLYWHEEL_DATASET_DUCKDB_MEMORY", "2GB'; DROP")
     with pytest.raises(ValidationError):
         DatasetSettings()
+
+
+def _heavy_modules_loaded() -> list[str]:
+    import sys
+
+    return [name for name in ("torch", "transformers") if sys.modules.get(name) is not None]
+
+
+def test_pii_in_a_worker_ahead_of_the_batches_gives_the_same_dataset(lake):
+    """With PII on, a build whose worker process redacts the selection ahead in chunks of 700 rows (not
+    aligned with the 1,000-row batches, so batches span chunks) writes the same bytes and counts the same PII
+    as one redacting in this process; the worker loads Presidio without torch or transformers, and its result
+    files are gone afterwards."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from finetune import redact
+
+    stack, _ = lake
+    cleaning = {"pii": True, "pii_entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS"]}
+    spec = parse_spec({"name": "pii-worker", "format": "sft", "cleaning": cleaning})
+    worker = build.build(stack.catalog(), spec,
+                         config=stream.StreamConfig(batch_rows=1000, pii_workers=1, pii_chunk_rows=700))
+    assert worker.report.pii_workers == 1
+    files = {p.relative_to(worker.files): p.read_bytes() for p in worker.files.rglob("*.*") if p.is_file()}
+    local = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, pii_workers=0))
+    assert local.report.pii_workers == 0
+    assert {p.relative_to(local.files): p.read_bytes() for p in local.files.rglob("*.*") if p.is_file()} == files
+    assert worker.report.pii == local.report.pii
+    assert worker.report.pii["texts_changed"] >= 10 and worker.report.pii["texts"] > 10_000
+    assert [p for p in worker.files.rglob("*") if p.name.startswith((".pii", ".state"))] == []
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=redact._init_worker,
+                             initargs=(["EMAIL_ADDRESS"],)) as pool:
+        assert pool.submit(_heavy_modules_loaded).result() == []
+
+
+def test_redact_found_with_gates_finds_what_it_finds_without(data_dir):
+    """Per-entity RE2 gates only skip recognizers that would find nothing: same findings on real texts."""
+    import pyarrow as pa
+
+    from finetune.pii import PiiRedactor
+    from finetune.piigate import arrow_candidates
+    from tests.test_pii import PLANTED, _oasst1_texts
+
+    texts = [t for t in _oasst1_texts(data_dir) if any(c.isdigit() or c in "@:" for c in t)][:1500]
+    texts += [phrase.format(value) for _, value, phrase in PLANTED]
+    entities = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS"]
+    gates = {e: arrow_candidates(pa.array(texts, pa.string()), [e]).to_pylist() for e in entities}
+    redactor = PiiRedactor(entities=entities)
+    plain = redactor.redact_found(texts)
+    assert redactor.redact_found(texts, gates) == plain and len(plain) >= 10
+    assert sum(not any(g[i] for g in gates.values()) for i in range(len(texts))) > 100  # gates do skip
+    with pytest.raises(ValueError):
+        redactor.redact_found(texts, {"EMAIL_ADDRESS": [True]})

@@ -141,6 +141,44 @@ def test_arrow_prefilter_keeps_every_text_a_pattern_recognizer_matches(texts, da
     assert mask[-2:] == [True, True]
 
 
+def test_arrow_prefilter_per_entity_keeps_what_its_recognizer_matches(texts, data_dir):
+    """Asked for one entity, the RE2 pre-filter drops only texts that entity's recognizer finds nothing in
+    (real texts, generated phone-like strings, and the case-folding corners of the gates)."""
+    rng = random.Random(3)
+    corners = ["call 1699 now", "1 2 3", "12-34", "tel 123 ext 4", "4X5", "2ｘｔ", "5 доб 7", "ab::", "F:a",
+               "1.22.3", "١٢٣٤٥٦٧", "card 4111-111", "x@y"]
+    everything = _oasst1_texts(data_dir)[:2000] + texts + corners + [_phone_like(rng) for _ in range(3000)]
+    recognizers = {"EMAIL_ADDRESS": next(r for r in PiiRedactor(entities=["EMAIL_ADDRESS"])._pattern_recognizers),
+                   "PHONE_NUMBER": PhoneRecognizer(), "CREDIT_CARD": CreditCardRecognizer(),
+                   "IP_ADDRESS": IpRecognizer()}
+    for entity, recognizer in recognizers.items():
+        mask = arrow_candidates(pa.array(everything, pa.string()), [entity]).to_pylist()
+        for text, candidate in zip(everything, mask):
+            if not candidate:
+                assert not recognizer.analyze(text, [entity]), (entity, text)
+        assert mask.count(False) > 1000, entity  # it does skip texts
+    with pytest.raises(ValueError):
+        arrow_candidates(pa.array(["x"]), ["PERSON"])
+
+
+def test_arrow_ip_gate_needs_no_case_folding_beyond_ascii():
+    """The RE2 form of :data:`IP_GATE` lists A-F beside a-f; Python's case-insensitive class matches no other
+    character (checked over every code point)."""
+    hex_class = re.compile(r"[0-9a-f]", re.IGNORECASE)
+    assert [c for c in map(chr, range(0x80, 0x110000)) if hex_class.match(c)] == []
+
+
+def test_phone_verdicts_are_remembered_and_change_nothing(texts):
+    """The gated recognizer remembers whether a candidate can be a valid number per region; a second pass
+    over the same texts answers from memory and gives the same results as Presidio's own recognizer."""
+    plain, gated = PhoneRecognizer(), GatedPhoneRecognizer()
+    first = [_key(gated.analyze(t, ["PHONE_NUMBER"])) for t in texts]
+    remembered = len(gated._verdicts)
+    second = [_key(gated.analyze(t, ["PHONE_NUMBER"])) for t in texts]
+    assert first == second == [_key(plain.analyze(t, ["PHONE_NUMBER"])) for t in texts]
+    assert remembered > 100 and len(gated._verdicts) == remembered
+
+
 def test_context_free_shortcut_gives_the_analyzers_output(texts):
     """Without PERSON, texts whose pattern results are all above the threshold and apart skip spaCy and the
     analyzer; the redacted texts and the report equal those of the full Presidio path on every text."""
