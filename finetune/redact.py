@@ -19,8 +19,8 @@ import json
 import multiprocessing
 import os
 import shutil
-from collections import deque
 import sys
+from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
