@@ -69,10 +69,10 @@ class StreamConfig:
     indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
     None: all in memory). ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
-    processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` kept rows, else
-    one per CPU core, at most 4); they redact the selection ahead, in chunks of whole row groups of about
-    ``pii_chunk_rows`` rows (a worker's memory scales with it). ``prepare_threads``: threads computing pass 1's cleaning masks and
-    fingerprints ahead of the batch being deduplicated (at most one per CPU core).
+    processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` selected rows,
+    else one per CPU core, at most 4); they redact the selection ahead, in chunks of whole row groups of
+    about ``pii_chunk_rows`` rows (a worker's memory scales with it). ``prepare_threads``: threads
+    computing pass 1's cleaning masks and fingerprints ahead of the batch being deduplicated (at most one per CPU core).
     """
 
     batch_rows: int = 8192
@@ -213,7 +213,7 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     redactor = (Redactor(list(spec.cleaning.pii_entities), workers, selected, ANSWERS[fmt], config.pii_chunk_rows,
                          spill, memory_keys) if spec.cleaning.pii and selected_rows else None)
     try:
-        return _clean_and_write(spec, folder, config, selected, seconds, memory, redactor)
+        return _clean_and_write(spec, folder, config, selected, seconds, memory, redactor, spill, memory_keys)
     finally:
         if redactor is not None:
             redactor.close()
@@ -222,10 +222,10 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
 
 def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Path,
                      seconds: dict[str, float], memory: dict[str, int | None],
-                     redactor: Redactor | None) -> StreamStats:
+                     redactor: Redactor | None, spill: Path | None, memory_keys: int) -> StreamStats:
+    """Pass 1, the splits and pass 2 of :func:`run` (see the module doc), with ``redactor`` already started
+    when PII is on; key indexes spill under ``spill`` beyond ``memory_keys`` keys."""
     fmt = spec.format
-    state = folder / ".state"
-    spill, memory_keys = (state, config.memory_keys) if config.memory_keys is not None else (None, 0)
     cleaner = Cleaner(spec, spill, memory_keys)
     started = time.perf_counter()
     threads = max(1, min(config.prepare_threads, os.cpu_count() or 1))
