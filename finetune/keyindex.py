@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DiskRun", "KeyIndex", "mix64"]
+from finetune import minhash
 
-_M1, _M2, _S = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33)
+__all__ = ["DiskRun", "KeyIndex", "mix64"]
 
 
 def mix64(*parts: np.ndarray) -> np.ndarray:
@@ -35,11 +35,7 @@ def mix64(*parts: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         for i, part in enumerate(parts):
             h ^= np.asarray(part).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15 * (i + 1) & 0xFFFFFFFFFFFFFFFF)
-            h ^= h >> _S
-            h *= _M1
-            h ^= h >> _S
-            h *= _M2
-            h ^= h >> _S
+            h = minhash.fmix(h, minhash._F64)
     return h
 
 

@@ -45,8 +45,8 @@ LSH_WEIGHTS = (0.1, 0.9)
 _A32, _B32 = 0x01000193, 0x9E3779B1
 _R64, _S64 = 0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93
 # MurmurHash3 finalizer constants (64- and 32-bit); the 32-bit one is datasketch.minhash._fmix(h, 32).
-_F64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
-_F32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
+_F64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
+_F32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
 # Texts are processed in batches of about this many UTF-8 bytes.
 _CHUNK_BYTES = 1 << 21
 _BAND_MUL = np.uint64(0x100000001B3)
@@ -66,26 +66,26 @@ def normalise(text: str) -> str:
 # hashing: scalar reference forms (for tests and datasketch's hashfunc) and the bulk form
 
 
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer on a uint64 array (a bijection; arithmetic wraps mod 2**64)."""
-    s, m1, m2 = _F64
-    h = h ^ (h >> s)
-    h *= m1
-    h ^= h >> s
-    h *= m2
-    h ^= h >> s
-    return h
-
-
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer on a uint32 array: datasketch's affine32 pre-mix of an input hash."""
-    s1, m1, s2, m2 = _F32
+def fmix(h: np.ndarray, constants: tuple) -> np.ndarray:
+    """MurmurHash3's finalizer on an unsigned integer array (a bijection; arithmetic wraps): ``constants`` is
+    ``(s1, m1, s2, m2, s3)`` of the array's dtype, :data:`_F64` or :data:`_F32`."""
+    s1, m1, s2, m2, s3 = constants
     h = h ^ (h >> s1)
     h *= m1
     h ^= h >> s2
     h *= m2
-    h ^= h >> s1
+    h ^= h >> s3
     return h
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer on a uint64 array."""
+    return fmix(h, _F64)
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer on a uint32 array: datasketch's affine32 pre-mix of an input hash."""
+    return fmix(h, _F32)
 
 
 def _word_hash(word: bytes) -> int:
@@ -256,16 +256,21 @@ def string_buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets - offsets[0]
 
 
-def byte_pieces(texts: pa.Array, size: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` ranges of ``texts`` (an Arrow string array) holding about ``size`` bytes each (at least
-    one text), for work whose scratch memory grows with the bytes at hand."""
-    ends = np.cumsum(pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64) + 1)
+def pieces(lengths: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges over items of ``lengths`` (n,) holding about ``size`` units each (an item counts
+    its length + 1; at least one item a range), for work whose scratch memory grows with the units at hand."""
+    ends = np.cumsum(np.asarray(lengths, dtype=np.int64) + 1)
     bounds, start = [], 0
-    while start < len(texts):
+    while start < len(ends):
         stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + size)))
         bounds.append((start, stop))
         start = stop
     return bounds
+
+
+def byte_pieces(texts: pa.Array, size: int) -> list[tuple[int, int]]:
+    """:func:`pieces` of an Arrow string array by UTF-8 bytes (nulls count 0)."""
+    return pieces(pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False), size)
 
 
 def _utf8_arrow(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -51,14 +51,7 @@ def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple
         pieces = (texts.slice(a, b - a) for a, b in minhash.byte_pieces(texts, minhash._CHUNK_BYTES))
     else:
         texts = list(texts)
-        bounds, start = [], 0
-        while start < len(texts):
-            stop, size = start, 0
-            while stop < len(texts) and (stop == start or size + len(texts[stop]) < minhash._CHUNK_BYTES):
-                size += len(texts[stop]) + 1
-                stop += 1
-            bounds.append((start, stop))
-            start = stop
+        bounds = minhash.pieces(np.fromiter(map(len, texts), np.int64, len(texts)), minhash._CHUNK_BYTES)
         pieces = (texts[a:b] for a, b in bounds)
     keys, counts, hashes = [], [], []
     for piece in pieces:
