@@ -39,7 +39,8 @@ def env(lake, tmp_path_factory):
 def launch(version, method, *extra):
     out = runner.invoke(app, ["finetune", "launch", "--dataset", version, "--method", method, "--max-steps", str(STEPS),
                               "--batch-size", "2", "--max-length", "192", "--wait", *extra])
-    return out, out.output.split()[0] if out.output else None
+    # the job id is stdout's first word; stderr may carry progress bars (transformers dequantising the GGUF)
+    return out, out.stdout.split()[0] if out.stdout else None
 
 
 def test_a_local_dpo_job_trains_records_and_evaluates(env):
@@ -171,7 +172,7 @@ def test_a_running_job_can_be_stopped(env):
     out = runner.invoke(app, ["finetune", "launch", "--dataset", versions["sft"], "--method", "sft",
                               "--max-steps", "10000", "--batch-size", "1"])
     assert out.exit_code == 0, out.output
-    job_id = out.output.split()[0]
+    job_id = out.stdout.split()[0]
     catalog = stack.catalog()
 
     deadline = time.monotonic() + 60

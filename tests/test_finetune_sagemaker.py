@@ -289,7 +289,7 @@ def test_the_cli_launches_and_tracks_a_sagemaker_job(moto_url, dataset, lake, mo
                               "--region", REGION, "--endpoint-url", moto_url, "--spot", "--max-runtime-s", "1800",
                               "--instance-type", "ml.g5.xlarge", "--max-steps", "20"])
     assert out.exit_code == 0, out.output
-    job_id = out.output.split()[0]
+    job_id = out.stdout.split()[0]
     rec = registry.latest(catalog, job_id, lake_settings)
     assert rec.backend == "sagemaker" and rec.status == "InProgress" and rec.config["max_steps"] == 20
     sm = rec.config["sagemaker"]
