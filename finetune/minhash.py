@@ -1,5 +1,5 @@
 """Text fingerprints for duplicate detection: normalisation, exact keys, word-shingle hashes, MinHash
-signatures and LSH band keys, exactly as ``datasketch`` defines them, computed in bulk with numpy.
+signatures and LSH band keys, exactly as ``datasketch`` defines them, computed in bulk.
 
 Near duplicates are found with MinHash (Broder, "On the resemblance and containment of documents",
 1997) over word shingles, indexed with banded locality-sensitive hashing (Leskovec, Rajaraman &
@@ -11,9 +11,10 @@ Ullman, *Mining of Massive Datasets*, ch. 3), as ``datasketch`` defines them
 * the band layout ``(b, r)`` is ``datasketch.MinHashLSH``'s optimiser's choice for the threshold.
 
 datasketch's per-object path (``MinHash.bulk`` with ``sha1_hash32``) runs at about 4,000 conversation-sized
-texts per second on one core. Here a batch of texts is normalised, split into words and hashed in a few
-numpy passes over its UTF-8 bytes (:func:`_fingerprints`, from Python strings or straight from an Arrow
-array's buffers), and the permutations run over all of the batch's shingles at once (:func:`_minhash`).
+texts per second on one core. Here a batch of texts is normalised, split into words and hashed in one
+compiled pass over its UTF-8 bytes (:func:`_fingerprints`, from Python strings or straight from an Arrow
+array's buffers; :func:`finetune.kernels.fingerprint_batch`), and the permutations run over all of the
+batch's shingles in one compiled loop (:func:`_minhash`; :func:`finetune.kernels.minhash_signatures`).
 ``tests/test_dedup.py`` checks the result against datasketch's own ``MinHash``/``MinHashLSH`` objects
 (with :func:`shingle_hash32` as their ``hashfunc``) on real texts: equal signatures, equal decisions.
 The deciding (which texts are duplicates) is :mod:`finetune.dedup`'s and :mod:`finetune.neardup`'s.
@@ -29,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
+
+from finetune import kernels
 
 __all__ = ["LSH_WEIGHTS", "byte_pieces", "normalise", "shingle_hash32", "string_buffers"]
 
@@ -123,52 +126,6 @@ def _text_key(normalised: str) -> tuple[int, int, int]:
     """Reference form of the exact-match key of a normalised text: two 64-bit word-sequence hashes, words."""
     words = normalised.encode("utf-8", "surrogatepass").split(b" ") if normalised else []
     return _sequence_hash(words, _R64), _sequence_hash(words, _S64), len(words)
-
-
-class _Powers:
-    """``base**j`` and ``base**-j`` (mod 2**bits) for ``j < n``, grown on demand; safe to share between threads."""
-
-    def __init__(self, base: int, dtype: type) -> None:
-        self.dtype = dtype
-        self.base = base
-        self.inverse = pow(base, -1, 1 << (8 * np.dtype(dtype).itemsize))
-        self.tables = (np.ones(1, dtype=dtype), np.ones(1, dtype=dtype))
-        self.lock = threading.Lock()
-
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        tables = self.tables  # one read: the pair is replaced whole, never mutated
-        if len(tables[0]) >= n:
-            return tables
-        with self.lock:
-            if len(self.tables[0]) < n:
-                size = max(n, 2 * len(self.tables[0]))
-                pos = np.full(size, self.base, dtype=self.dtype)
-                neg = np.full(size, self.inverse, dtype=self.dtype)
-                pos[0] = neg[0] = 1
-                # wraps around; the explicit dtype stops accumulate from widening uint32 to uint64
-                self.tables = (
-                    np.multiply.accumulate(pos, dtype=self.dtype),
-                    np.multiply.accumulate(neg, dtype=self.dtype),
-                )
-            return self.tables
-
-
-_POW_A = _Powers(_A32, np.uint32)
-_POW_B = _Powers(_B32, np.uint32)
-_POW_R = _Powers(_R64, np.uint64)
-_POW_S = _Powers(_S64, np.uint64)
-
-
-def _prefix_hashes(values: np.ndarray, powers: _Powers) -> tuple[np.ndarray, np.ndarray]:
-    """``(prefix, neg)`` of a polynomial hash over ``values`` (uint32 or uint64, the powers' dtype):
-    ``prefix[i] = sum(values[j] * base**j for j < i)`` (wrapping), so that the hash of ``values[s:e]`` is
-    ``(prefix[e] - prefix[s]) * neg[s]`` (``neg[s] = base**-s``), equal for equal spans wherever they stand."""
-    n = len(values)
-    pos, neg = powers.get(n + 1)
-    prefix = np.zeros(n + 1, dtype=values.dtype)
-    np.multiply(values, pos[:n], out=prefix[1:])
-    np.cumsum(prefix[1:], dtype=values.dtype, out=prefix[1:])
-    return prefix, neg
 
 
 _TABLE_LOCK = threading.Lock()
@@ -303,35 +260,7 @@ def _fingerprints(texts: Sequence[str] | pa.Array, k: int) -> tuple[np.ndarray, 
     and ``shingle_hash`` (uint32, :func:`shingle_hash32` of every shingle of those texts, text by text).
     """
     buf, text_start = _utf8_arrow(texts) if isinstance(texts, pa.Array) else _utf8_batch(texts)
-    # ASCII casefold is lower-casing; str.split's ASCII whitespace is \t \n \v \f \r \x1c-\x1f and space
-    low = buf + ((buf - np.uint8(65)) < 26) * np.uint8(32)
-    word = ~((low == 32) | ((low - np.uint8(9)) < 5) | ((low - np.uint8(28)) < 4))
-    edges = np.flatnonzero(np.diff(word, prepend=False, append=False))
-    w_start, w_end = edges[0::2], edges[1::2]
-    # per-word hash: prefix sums of (byte + 1) * base**position, mod 2**32, for two bases
-    c = low.astype(np.uint32)
-    c += np.uint32(1)
-    halves = []
-    for powers in (_POW_A, _POW_B):
-        prefix32, neg = _prefix_hashes(c, powers)
-        halves.append((prefix32[w_end] - prefix32[w_start]) * neg[w_start])
-    word_hash = _fmix64((halves[0].astype(np.uint64) << np.uint64(32)) | halves[1])
-    n_all = len(w_start)
-    first = np.searchsorted(w_start, text_start)  # index of each text's first word
-    n_words = np.diff(first, append=n_all)
-    last = first + n_words
-    n_shingles = np.where(n_words > k, n_words - k + 1, 0)
-    total = int(n_shingles.sum())
-    # shingle j of text t starts at word first[t] + j
-    starts = np.repeat(first - (np.cumsum(n_shingles) - n_shingles), n_shingles) + np.arange(total)
-    keys = []
-    for powers in (_POW_R, _POW_S):
-        prefix64, neg = _prefix_hashes(word_hash, powers)
-        keys.append((prefix64[last] - prefix64[first]) * neg[first])
-        if powers is _POW_R:
-            h = (prefix64[starts + k] - prefix64[starts]) * neg[starts]
-            shingle_hash = (h >> np.uint64(32)).astype(np.uint32)
-    return keys[0], keys[1], n_words, n_shingles, shingle_hash
+    return kernels.fingerprint_batch(buf, text_start, k, (_A32, _B32, _R64, _S64))
 
 
 def _minhash(hv: np.ndarray, n_shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -341,15 +270,7 @@ def _minhash(hv: np.ndarray, n_shingles: np.ndarray, a: np.ndarray, b: np.ndarra
     ``datasketch.MinHash(num_perm, seed).update_batch`` of text ``t``'s shingles with a hash function
     returning ``hv``: ``min over shingles of (a_p * fmix32(h) + b_p) mod 2**32``.
     """
-    offsets = np.cumsum(n_shingles) - n_shingles
-    mixed = _fmix32(hv)
-    out = np.empty((len(a), len(offsets)), dtype=np.uint32)
-    tmp = np.empty_like(mixed)
-    for p in range(len(a)):
-        np.multiply(mixed, a[p], out=tmp)
-        tmp += b[p]
-        out[p] = np.minimum.reduceat(tmp, offsets)
-    return out
+    return kernels.minhash_signatures(hv, n_shingles, a, b)
 
 
 def _band_keys(sig_t: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -1,0 +1,165 @@
+"""Compiled loops (numba) for the two hot paths of duplicate detection: hashing a batch's bytes into words,
+text keys and shingle hashes, and MinHash over the shingles.
+
+Each kernel computes exactly what :mod:`finetune.minhash` defines (the scalar reference forms
+``minhash._word_hash``, ``_sequence_hash``, ``shingle_hash32``, ``_text_key``, and datasketch's
+``MinHash`` with scheme ``affine32``), in one pass over the data instead of a dozen numpy passes, with
+integer arithmetic that wraps like numpy's (uint32 and uint64). ``tests/test_dedup.py`` checks them against
+those forms and against datasketch's objects on real texts.
+
+The kernels are compiled on first use (about 1.5 s) and cached on disk by numba (``cache=True``: beside this
+module, or numba's per-user cache folder where that is read-only); they release the GIL (``nogil``), so the
+build's prepare threads run them in parallel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["fingerprint_batch", "minhash_signatures"]
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fmix64(h):
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _fingerprint_kernel(buf, text_start, k, base_a, base_b, base_r, base_s):  # pragma: no cover - compiled
+    n = len(text_start)
+    nb = len(buf)
+    words = np.empty(nb // 2 + 2, np.uint64)  # one text's word hashes (a word holds 1+ bytes, then a space)
+    shingles = np.empty(nb // 2 + 2, np.uint32)
+    n_words = np.zeros(n, np.int64)
+    n_shingles = np.zeros(n, np.int64)
+    key1 = np.zeros(n, np.uint64)
+    key2 = np.zeros(n, np.uint64)
+    r_pow = np.empty(k, np.uint64)
+    p = np.uint64(1)
+    for m in range(k):
+        r_pow[m] = p
+        p = p * base_r
+    s = 0
+    for t in range(n):
+        lo = text_start[t]
+        hi = text_start[t + 1] if t + 1 < n else nb
+        w = 0
+        in_word = False
+        ha = np.uint64(0)
+        hb = np.uint64(0)
+        pa = np.uint64(1)
+        pb = np.uint64(1)
+        for i in range(lo, hi + 1):
+            space = True
+            c = np.uint8(0)
+            if i < hi:
+                c = buf[i]
+                if c >= 65 and c <= 90:  # ASCII casefold is lower-casing
+                    c += 32
+                # str.split's ASCII whitespace: \t \n \v \f \r \x1c-\x1f and space
+                space = c == 32 or (c >= 9 and c <= 13) or (c >= 28 and c <= 31)
+            if space:
+                if in_word:
+                    words[w] = _fmix64((ha << np.uint64(32)) | hb)
+                    w += 1
+                    in_word = False
+            else:
+                if not in_word:
+                    in_word = True
+                    ha = np.uint64(0)
+                    hb = np.uint64(0)
+                    pa = np.uint64(1)
+                    pb = np.uint64(1)
+                cv = np.uint64(c) + np.uint64(1)
+                ha = (ha + cv * pa) & _M32
+                hb = (hb + cv * pb) & _M32
+                pa = (pa * base_a) & _M32
+                pb = (pb * base_b) & _M32
+        n_words[t] = w
+        h1 = np.uint64(0)
+        h2 = np.uint64(0)
+        p1 = np.uint64(1)
+        p2 = np.uint64(1)
+        for j in range(w):
+            h1 += words[j] * p1
+            h2 += words[j] * p2
+            p1 *= base_r
+            p2 *= base_s
+        key1[t] = h1
+        key2[t] = h2
+        if w > k:
+            n_shingles[t] = w - k + 1
+            for j in range(w - k + 1):
+                h = np.uint64(0)
+                for m in range(k):
+                    h += words[j + m] * r_pow[m]
+                shingles[s] = np.uint32(h >> np.uint64(32))
+                s += 1
+    return key1, key2, n_words, n_shingles, shingles[:s].copy()
+
+
+def fingerprint_batch(buf: np.ndarray, text_start: np.ndarray, k: int, bases: tuple[int, int, int, int],
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Word, text and shingle hashes of a batch of texts already normalised at the byte level but for ASCII
+    case and whitespace.
+
+    ``buf``: uint8, the texts' UTF-8 bytes, each text followed by a newline (the last one may lack it);
+    ``text_start``: int64 (n,), each text's first byte. ``bases``: ``(a, b, r, s)``, the odd bases of the
+    polynomial hashes (two over a word's ``byte + 1`` values mod 2**32, two over a text's word hashes mod
+    2**64). A word is a maximal run of bytes that are not ASCII whitespace (``str.split``'s), lower-cased
+    in ASCII; its hash is ``fmix64(ha << 32 | hb)`` (MurmurHash3's 64-bit finalizer).
+
+    Returns ``key1``, ``key2`` (uint64 (n,): ``sum(word_hash[m] * r**m)`` and the same with ``s``, mod
+    2**64), ``n_words`` (int64 (n,)), ``n_shingles`` (int64 (n,): ``n_words - k + 1`` for texts of more
+    than ``k`` words, else 0) and ``shingle_hash`` (uint32, for each shingle of those texts, text by text:
+    the top 32 bits of ``sum(word_hash[j + m] * r**m for m < k)`` mod 2**64)."""
+    a, b, r, s = (np.uint64(x) for x in bases)
+    return _fingerprint_kernel(np.ascontiguousarray(buf, dtype=np.uint8),
+                               np.ascontiguousarray(text_start, dtype=np.int64), int(k), a, b, r, s)
+
+
+@njit(cache=True, nogil=True)
+def _minhash_kernel(hv, n_shingles, a, b):  # pragma: no cover - compiled
+    perms = len(a)
+    out = np.empty((perms, len(n_shingles)), np.uint32)
+    low = np.empty(perms, np.uint32)
+    pos = 0
+    for t in range(len(n_shingles)):
+        low[:] = np.uint32(0xFFFFFFFF)
+        for q in range(pos, pos + n_shingles[t]):
+            h = hv[q]  # datasketch's affine32 pre-mix: MurmurHash3's 32-bit finalizer
+            h ^= h >> np.uint32(16)
+            h = np.uint32(h * np.uint32(0x85EBCA6B))
+            h ^= h >> np.uint32(13)
+            h = np.uint32(h * np.uint32(0xC2B2AE35))
+            h ^= h >> np.uint32(16)
+            for p in range(perms):
+                v = np.uint32(np.uint32(h * a[p]) + b[p])
+                if v < low[p]:
+                    low[p] = v
+        pos += n_shingles[t]
+        for p in range(perms):
+            out[p, t] = low[p]
+    return out
+
+
+def minhash_signatures(hv: np.ndarray, n_shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """MinHash signatures, transposed: uint32 (num_perm, texts).
+
+    ``hv``: uint32 shingle hashes, text after text, ``n_shingles`` (int64, all > 0) of each; ``a``, ``b``:
+    uint32 (num_perm,), datasketch's affine32 permutations. Column ``t`` is ``min over the text's shingles
+    of (a_p * fmix32(h) + b_p) mod 2**32``, i.e. ``datasketch.MinHash(num_perm, seed).update_batch`` with a
+    hash function returning ``hv``. Raises ``ValueError`` where ``n_shingles`` does not sum to ``len(hv)``."""
+    n_shingles = np.ascontiguousarray(n_shingles, dtype=np.int64)
+    if int(n_shingles.sum()) != len(hv) or (len(n_shingles) and int(n_shingles.min()) <= 0):
+        raise ValueError("n_shingles must be positive and sum to the number of shingle hashes")
+    return _minhash_kernel(np.ascontiguousarray(hv, dtype=np.uint32), n_shingles,
+                           np.ascontiguousarray(a, dtype=np.uint32), np.ascontiguousarray(b, dtype=np.uint32))
