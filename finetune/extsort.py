@@ -1,121 +1,211 @@
-"""External sort of a Parquet file: range buckets on the first sort key, each bucket sorted with Arrow.
+"""External sort of a stream of Arrow record batches into an Arrow IPC file: sorted runs, merged by key range.
 
 The streaming build needs its candidates in stream order (conversation id first). DuckDB's ``ORDER BY``
 over the candidate query holds far more than its ``memory_limit`` at a million conversations (about
-1.2 GB of RSS with a 1 GB limit, and it ran out of memory under 640 MB), so the query is written unsorted and
-sorted here in memory proportional to ``bucket_rows``:
+1.2 GB of RSS with a 1 GB limit, and it ran out of memory under 640 MB), so the query's rows are streamed
+unsorted (DuckDB's Arrow reader) into :class:`ExternalSort`, which sorts them in memory proportional to
+``bucket_rows``:
 
-1. **Boundaries**: every ``stride``-th value of the first key (about 64 per bucket, read one row group at a
-   time) gives ``k - 1`` boundaries at its quantiles, ``k = ceil(rows / bucket_rows)``;
-2. **Distribution**: each batch of the source goes, row by row, to the bucket whose range holds its first
-   key (``b[j-1] <= key < b[j]``; nulls to the last bucket), appended to that bucket's Arrow IPC file;
-3. **Sort**: bucket after bucket is read whole, sorted by all keys with Arrow's stable sort (nulls last,
-   as DuckDB's default), and appended to the target.
+1. **Runs** (:meth:`ExternalSort.add`): every ``bucket_rows`` incoming rows are sorted by all keys with
+   Arrow's stable sort (nulls last, as DuckDB's default) and written as one run file (Arrow IPC, LZ4), in
+   record batches of :data:`_RUN_BATCH` rows; 64 evenly spaced values of the first key are kept of each;
+2. **Ranges** (:meth:`ExternalSort.finish`): the kept values give ``k - 1`` boundaries at their
+   quantiles, ``k = ceil(rows / bucket_rows)``; range ``j`` holds the rows whose first key ``v`` has
+   ``b[j-1] <= v < b[j]`` (nulls in the last). In each sorted run a range is one slice, found by binary
+   search over the run's first-key column;
+3. **Merge**: range after range, the slices of all runs are read (only the record batches they lie in),
+   put together in run order, sorted by all keys and appended to the target in record batches of exactly
+   ``batch_rows`` rows (the last one shorter).
 
 Strings compare by code point in Python and by UTF-8 bytes in Arrow and DuckDB: the same order. The
-result is the source's rows in key order, whatever the boundaries (they only size the buckets); rows
-equal in every key keep the source's order among them. Memory: one source batch plus the largest bucket
-and its sorted copy (buckets hold ``bucket_rows`` rows on average, more where one first-key value has
-many rows: rows sharing a first key are never split).
+result is the rows in key order whatever the boundaries (they only size the ranges), for an ascending
+first key; rows equal in every key keep their incoming order (a stable sort within runs, runs in incoming
+order within a range). Memory: one run and its sorted copy while adding; while merging, one range (about
+``bucket_rows`` rows, more where one first-key value has many rows: rows sharing a first key are never
+split) and its sorted copy, and one record batch of each run.
+
+The target is an Arrow IPC file (LZ4-compressed buffers): written and read several times faster than
+Parquet (on the 1 M-conversation bench: 1.3 GB of rows written in ~3 s against ~5 s, read in ~0.3 s against
+~3.4 s), and its record batches are the build's batches (:func:`read_batches`).
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-__all__ = ["sort_parquet"]
+__all__ = ["ExternalSort", "read_batches"]
 
-_SAMPLES_PER_BUCKET = 64
-_MAX_BUCKETS = 1024
-
-
-def _boundaries(source: pq.ParquetFile, column: str, buckets: int) -> np.ndarray:
-    """``buckets - 1`` (or fewer, when values repeat) ascending distinct values of ``column`` splitting its
-    non-null values into about equal parts (object array of Python values)."""
-    rows = source.metadata.num_rows
-    stride = max(1, rows // (buckets * _SAMPLES_PER_BUCKET))
-    sample = []
-    seen = 0
-    for i in range(source.metadata.num_row_groups):
-        col = source.read_row_group(i, columns=[column])[column]
-        n = len(col)
-        picks = np.arange((-seen) % stride, n, stride)
-        seen += n
-        sample.append(pc.drop_null(col.take(pa.array(picks))).combine_chunks())
-    values = pa.concat_arrays(sample) if sample else pa.array([])
-    if not len(values):
-        return np.array([], dtype=object)
-    ordered = values.take(pc.sort_indices(values)).to_numpy(zero_copy_only=False)
-    cuts = [ordered[(j * len(ordered)) // buckets] for j in range(1, buckets)]
-    return np.array(sorted(set(cuts)), dtype=object)
+_SAMPLES_PER_RUN = 64
+_RUN_BATCH = 512  # rows per record batch of a run file: a range's slice reads whole batches
+_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
-def _bucket_of(col: pa.Array, bounds: np.ndarray) -> np.ndarray:
-    """Bucket number of each value of ``col`` (int64): how many boundaries are <= it; nulls last."""
-    if not len(bounds):
-        return np.zeros(len(col), dtype=np.int64)
-    values = col.to_numpy(zero_copy_only=False)
-    valid = ~pc.is_null(col).to_numpy(zero_copy_only=False)
-    out = np.full(len(col), len(bounds), dtype=np.int64)
-    out[valid] = np.searchsorted(bounds, values[valid], side="right")
-    return out
+def read_batches(path: Path, columns: Sequence[str] | None = None, batches: Sequence[int] | None = None,
+                 ) -> Iterator[pa.RecordBatch]:
+    """The record batches of the Arrow IPC file ``path`` in order (only the indexes in ``batches``, when
+    given), with only ``columns`` when given (the others are not decompressed). Raises what pyarrow raises
+    for a missing or unreadable file and ``KeyError`` for an unknown column."""
+    with pa.OSFile(str(path)) as source:  # read, not mapped: mapped pages would count as this process's memory
+        schema = pa.ipc.open_file(source).schema
+        options = None
+        if columns is not None:
+            options = pa.ipc.IpcReadOptions(included_fields=[schema.names.index(c) if c in schema.names
+                                                             else _unknown(c) for c in columns])
+        reader = pa.ipc.open_file(source, options=options)
+        for i in (range(reader.num_record_batches) if batches is None else batches):
+            yield reader.get_batch(i)
 
 
-def sort_parquet(source: Path, target: Path, keys: Sequence[tuple[str, str]], work: Path,
-                 bucket_rows: int = 32_768, batch_rows: int = 8192, compression: str = "lz4") -> int:
-    """Write the rows of the Parquet file ``source`` to ``target`` ordered by ``keys`` (``(column,
-    "ascending" | "descending")`` pairs, nulls last), through bucket files in the folder ``work`` (made and
-    removed here). ``bucket_rows``: rows a bucket holds on average (memory scales with it); ``batch_rows``:
-    rows read at a time and the target's row-group size. Returns the number of rows. Raises
-    ``ValueError`` for an empty ``keys`` and what pyarrow raises for unreadable files or unknown columns."""
-    if not keys:
-        raise ValueError("sort_parquet needs at least one sort key")
-    file = pq.ParquetFile(source, pre_buffer=False)
-    schema, rows = file.schema_arrow, file.metadata.num_rows
-    sort_keys = [(name, order, "at_end") for name, order in keys]
-    writer = pq.ParquetWriter(target, schema, compression=compression)
-    try:
-        buckets = min(_MAX_BUCKETS, max(1, math.ceil(rows / max(1, bucket_rows))))
-        if buckets == 1:
-            table = file.read()
-            if table.num_rows:
-                writer.write_table(table.sort_by(sort_keys), row_group_size=batch_rows)
-            return rows
-        first = keys[0][0]
-        bounds = _boundaries(file, first, buckets)
-        work.mkdir(parents=True, exist_ok=True)
-        paths = [work / f"{j}.arrow" for j in range(len(bounds) + 1)]
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
-        sinks = [pa.ipc.new_file(p, schema, options=options) for p in paths]
+def _unknown(column: str) -> int:
+    raise KeyError(f"no column {column!r}")
+
+
+class _Run:
+    """One sorted run on disk: its file, rows, the sample of its first key, and (while merging) its
+    first-key column and the record batch last read."""
+
+    def __init__(self, path: Path, rows: int, sample: list) -> None:
+        self.path, self.rows, self.sample = path, rows, sample
+        self.keys: np.ndarray | None = None
+        self.valid = 0
+        self.cached: tuple[int, pa.RecordBatch] | None = None
+
+    def open(self, column: str) -> None:
+        col = pa.concat_arrays([b.column(0) for b in read_batches(self.path, [column])])
+        self.valid = len(col) - col.null_count  # nulls sort last
+        self.keys = col.slice(0, self.valid).to_numpy(zero_copy_only=False)
+        self.source = pa.OSFile(str(self.path))
+        self.reader = pa.ipc.open_file(self.source)
+
+    def position(self, bound) -> int:
+        """Rows of the run whose first key is below ``bound`` (None: every row)."""
+        return self.rows if bound is None else int(np.searchsorted(self.keys, bound, side="left"))
+
+    def rows_between(self, lo: int, hi: int) -> list[pa.RecordBatch]:
+        """Rows ``lo`` to ``hi`` (exclusive) as slices of the run's record batches (read once each)."""
+        out = []
+        for i in range(lo // _RUN_BATCH, (hi - 1) // _RUN_BATCH + 1) if hi > lo else ():
+            if self.cached is None or self.cached[0] != i:
+                self.cached = (i, self.reader.get_batch(i))
+            start = i * _RUN_BATCH
+            batch = self.cached[1]
+            out.append(batch.slice(max(lo - start, 0), min(hi, start + batch.num_rows) - max(lo, start)))
+        return out
+
+    def close(self) -> None:
+        self.keys = self.cached = self.reader = None
+        if getattr(self, "source", None) is not None:
+            self.source.close()
+            self.source = None
+
+
+class ExternalSort:
+    """Sort the rows of record batches given to :meth:`add` by ``keys`` (``(column, "ascending" |
+    "descending")`` pairs, nulls last; the first one ascending) into an Arrow IPC file with
+    :meth:`finish`, through run files in the folder ``work`` (made here, removed by :meth:`finish` and
+    :meth:`close`). ``schema``: the batches' schema; ``bucket_rows``: rows a run and a merged range hold
+    (memory scales with it). Raises ``ValueError`` for no keys or a descending first key."""
+
+    def __init__(self, schema: pa.Schema, keys: Sequence[tuple[str, str]], work: Path,
+                 bucket_rows: int = 32_768) -> None:
+        if not keys:
+            raise ValueError("ExternalSort needs at least one sort key")
+        if keys[0][1] != "ascending":
+            raise ValueError("the first sort key must be ascending (ranges of it are merged in order)")
+        self.schema = schema
+        self.keys = [(name, order, "at_end") for name, order in keys]
+        self.first = keys[0][0]
+        self.work = work
+        self.bucket_rows = max(1, int(bucket_rows))
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.runs: list[_Run] = []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Take ``batch`` (of the schema given); a run is written once ``bucket_rows`` rows are pending."""
+        if not batch.num_rows:
+            return
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self.pending_rows >= self.bucket_rows:
+            self._write_run()
+
+    def _write_run(self) -> None:
+        table = pa.Table.from_batches(self.pending, self.schema).sort_by(self.keys)
+        self.pending, self.pending_rows = [], 0
+        self.work.mkdir(parents=True, exist_ok=True)
+        path = self.work / f"run{len(self.runs)}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.schema, options=_OPTIONS) as writer:
+            writer.write_table(table, max_chunksize=_RUN_BATCH)
+        n = table.num_rows
+        first = table[self.first]
+        picks = pa.array(sorted({(i * n) // _SAMPLES_PER_RUN for i in range(_SAMPLES_PER_RUN)}))
+        sample = [v for v in first.take(picks).to_pylist() if v is not None]
+        self.runs.append(_Run(path, n, sample))
+
+    def _bounds(self) -> list:
+        """Ascending distinct first-key values splitting the runs' samples into about ``rows / bucket_rows``
+        equal parts."""
+        ranges = max(1, math.ceil(self.rows / self.bucket_rows))
+        values = sorted(v for run in self.runs for v in run.sample)
+        if ranges == 1 or not values:
+            return []
+        return sorted({values[(j * len(values)) // ranges] for j in range(1, ranges)})
+
+    def finish(self, target: Path, batch_rows: int = 8192) -> list[int]:
+        """Write every row added, in key order, to the Arrow IPC file ``target`` in record batches of
+        ``batch_rows`` rows (the last one shorter); returns their sizes. Removes the run files."""
         try:
-            for batch in file.iter_batches(batch_size=batch_rows):
-                bucket = _bucket_of(batch.column(first), bounds)
-                order = np.argsort(bucket, kind="stable")
-                grouped = batch.take(pa.array(order))
-                counts = np.bincount(bucket, minlength=len(sinks))
-                start = 0
-                for j in np.flatnonzero(counts).tolist():
-                    sinks[j].write_batch(grouped.slice(start, int(counts[j])))
-                    start += int(counts[j])
+            if self.pending:
+                self._write_run()
+            bounds = self._bounds()
+            for run in self.runs:
+                run.open(self.first)
+            sizes: list[int] = []
+            carry: list[pa.Table] = []
+            carried = 0
+            with pa.OSFile(str(target), "wb") as sink, \
+                    pa.ipc.new_file(sink, self.schema, options=_OPTIONS) as writer:
+                lows = [0] * len(self.runs)
+                for bound in [*bounds, None]:
+                    parts = []
+                    for r, run in enumerate(self.runs):
+                        high = run.position(bound)
+                        parts += run.rows_between(lows[r], high)
+                        lows[r] = high
+                    if not parts:
+                        continue
+                    carry.append(pa.Table.from_batches(parts, self.schema).sort_by(self.keys))
+                    carried += carry[-1].num_rows
+                    del parts
+                    if carried < batch_rows:
+                        continue
+                    merged = pa.concat_tables(carry)
+                    whole = (carried // batch_rows) * batch_rows
+                    for lo in range(0, whole, batch_rows):
+                        writer.write_batch(merged.slice(lo, batch_rows).combine_chunks().to_batches()[0])
+                        sizes.append(batch_rows)
+                    # the rest, copied: a slice would keep the whole merged range alive
+                    carry, carried = [merged.slice(whole).combine_chunks()], carried - whole
+                    del merged
+                if carried:
+                    writer.write_batch(pa.concat_tables(carry).combine_chunks().to_batches()[0])
+                    sizes.append(carried)
+            return sizes
         finally:
-            for sink in sinks:
-                sink.close()
-        for path in paths:
-            with pa.memory_map(str(path)) as mapped:
-                table = pa.ipc.open_file(mapped).read_all()
-            if table.num_rows:
-                writer.write_table(table.sort_by(sort_keys), row_group_size=batch_rows)
-            del table
-            path.unlink()
-        return rows
-    finally:
-        writer.close()
-        shutil.rmtree(work, ignore_errors=True)
+            self.close()
+
+    def close(self) -> None:
+        """Remove the run files (also after a failure)."""
+        for run in self.runs:
+            run.close()
+        self.runs = []
+        shutil.rmtree(self.work, ignore_errors=True)

@@ -1,7 +1,7 @@
 """PII redaction of a build's texts: the whole selection redacted ahead, in worker processes, while the
 build cleans it; then applied batch after batch.
 
-:class:`Redactor` splits the selection file into chunks of row groups and, from the start of pass 1,
+:class:`Redactor` splits the selection file into chunks of record batches and, from the start of pass 1,
 redacts each chunk's distinct texts in ``workers`` spawned processes (each with its own Presidio and spaCy;
 none: in this process, when pass 2 reaches the chunk): texts a Presidio pattern recognizer could match
 (:func:`finetune.piigate.arrow_candidates` for the requested entities; all texts when PERSON is wanted) go
@@ -29,8 +29,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from finetune import extsort
 from finetune.cleaning import prompt_parts, string_column
 from finetune.keyindex import KeyIndex
 from finetune.piigate import arrow_candidates
@@ -69,10 +69,11 @@ def distinct_texts(table: pa.Table, answer_columns: tuple[str, ...]) -> pa.Array
 
 def _redact_chunk(redactor, path: str, groups: list[int], answer_columns: tuple[str, ...],
                   gate: tuple[str, ...] | None) -> dict[str, tuple[str, dict[str, int]]]:
-    """:meth:`finetune.pii.PiiRedactor.redact_found` over the distinct texts of row groups ``groups`` of the
-    Parquet file ``path``: with ``gate`` (entities), only those :func:`finetune.piigate.arrow_candidates`
-    keeps for one of them, each recognizer only where its own entity's gate is found."""
-    table = pq.ParquetFile(path, pre_buffer=False).read_row_groups(groups, columns=["prompt", *answer_columns])
+    """:meth:`finetune.pii.PiiRedactor.redact_found` over the distinct texts of record batches ``groups`` of
+    the selection file ``path`` (Arrow IPC): with ``gate`` (entities), only those
+    :func:`finetune.piigate.arrow_candidates` keeps for one of them, each recognizer only where its own
+    entity's gate is found."""
+    table = pa.Table.from_batches(list(extsort.read_batches(Path(path), ["prompt", *answer_columns], groups)))
     texts = distinct_texts(table, answer_columns)
     del table
     if gate is None:
@@ -116,8 +117,8 @@ def _text_keys(texts: pa.Array) -> np.ndarray:
 
 
 class Redactor:
-    """Presidio redaction of the texts of the selection file ``selected`` (rows in stream order), chunk by
-    chunk of about ``chunk_rows`` rows (whole row groups), started at once in ``workers`` processes
+    """Presidio redaction of the texts of the selection file ``selected`` (Arrow IPC, rows in stream order, in
+    record batches of ``sizes`` rows), chunk by chunk of about ``chunk_rows`` rows (whole batches), started at once in ``workers`` processes
     (``spawn``) or, with 0, run in this process when :meth:`batch_changes` first needs a chunk.
 
     ``answer_columns``: the format's answer columns (besides the prompt messages). The 64-bit keys of the texts
@@ -126,8 +127,9 @@ class Redactor:
     ``selected`` until pass 2 reaches the chunk, and is forgotten once pass 2 is past it, so memory holds
     about one chunk's findings. :meth:`close` stops the workers and deletes the runs and files."""
 
-    def __init__(self, entities: list[str], workers: int, selected: Path, answer_columns: tuple[str, ...],
-                 chunk_rows: int, folder: Path | None = None, memory_keys: int = 1 << 20) -> None:
+    def __init__(self, entities: list[str], workers: int, selected: Path, sizes: list[int],
+                 answer_columns: tuple[str, ...], chunk_rows: int, folder: Path | None = None,
+                 memory_keys: int = 1 << 20) -> None:
         self.workers = workers
         self.answer_columns = tuple(answer_columns)
         self.seen = KeyIndex(folder, memory_keys)
@@ -135,8 +137,6 @@ class Redactor:
         gate = None if "PERSON" in entities else tuple(entities)
         self.texts = self.texts_changed = 0
         self.entities: dict[str, int] = {}
-        meta = pq.ParquetFile(selected).metadata
-        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         chunks: list[list[int]] = []
         rows = 0
         for i, n in enumerate(sizes):

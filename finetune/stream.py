@@ -1,12 +1,13 @@
 """The streaming build: select → clean → deduplicate → split → redact → write, in batches of rows.
 
-1. **Selection**: DuckDB writes the candidate query (:func:`finetune.select.candidate_query`) unsorted to
-   a Parquet file in the work folder with ``COPY`` (spilling to disk beyond ``duckdb_memory``);
-   :func:`finetune.extsort.sort_parquet` puts it in stream order (:data:`finetune.select.SORT_KEYS`:
-   conversation id first) in buckets of ``sort_rows`` rows. DuckDB's own ``ORDER BY`` took some 1.2 GB of
+1. **Selection**: DuckDB streams the candidate query's rows (:func:`finetune.select.candidate_query`)
+   unsorted through its Arrow reader (spilling to disk beyond ``duckdb_memory``) into
+   :class:`finetune.extsort.ExternalSort`, which writes them in stream order (:data:`finetune.select.SORT_KEYS`:
+   conversation id first) to an Arrow IPC file in the work folder, in record batches of ``batch_rows``,
+   through sorted runs of ``sort_rows`` rows. DuckDB's own ``ORDER BY`` took some 1.2 GB of
    memory under a 1 GB limit at a million conversations (and ran out of memory under 640 MB), and its
    Python result (``fetch_record_batch``) holds the whole sorted result.
-2. **Pass 1** reads it back in batches of ``batch_rows``: :class:`finetune.cleaning.Cleaner` computes the
+2. **Pass 1** reads it back batch by batch: :class:`finetune.cleaning.Cleaner` computes the
    cleaning masks and fingerprints of the next batch in a second thread while this one is deduplicated
    against what earlier batches kept; it records which rows of each batch are kept.
 3. **Splits**: a union-find (``connected_components``) over conversations and prompt clusters gives each
@@ -15,11 +16,11 @@
 4. **Pass 2** re-reads the selection, keeps the rows pass 1 kept, applies the PII redaction of each batch's
    distinct texts, and appends each split to ``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl``
    (:mod:`finetune.exports`). For large builds Presidio (:mod:`finetune.redact`) runs in worker processes
-   from the start of pass 1, over the whole selection in chunks of row groups, so pass 2 mostly finds its
+   from the start of pass 1, over the whole selection in chunks of record batches, so pass 2 mostly finds its
    chunks done; small builds redact in this process, chunk by chunk as pass 2 reaches them.
 
 Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it); the sort holds a
-bucket of ``sort_rows`` rows; pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
+run or range of ``sort_rows`` rows; pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
 each in memory (12 bytes a key), the rest on disk (3 to 5 bytes a key stay in memory for the Bloom filters
 and fences: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
 cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
@@ -57,20 +58,20 @@ from finetune.splits import SPLITS, split_indices
 
 __all__ = ["StreamConfig", "StreamStats", "run"]
 
-_SELECTED = "selected.parquet"
+_SELECTED = "selected.arrow"
 
 
 @dataclass(frozen=True)
 class StreamConfig:
     """Knobs of the streaming build.
 
-    ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per bucket of
+    ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per run and range of
     the selection's external sort (memory scales with it too). ``memory_keys``: keys each of pass 1's key
     indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
     None: all in memory). ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` selected rows,
-    else one per CPU core, at most 4); they redact the selection ahead, in chunks of whole row groups of
+    else one per CPU core, at most 4); they redact the selection ahead, in chunks of whole record batches of
     about ``pii_chunk_rows`` rows (a worker's memory scales with it). ``prepare_threads``: threads
     computing pass 1's cleaning masks and fingerprints ahead of the batch being deduplicated (at most one per CPU core).
     """
@@ -153,29 +154,32 @@ def _release_memory() -> None:
         pass
 
 
-def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) -> Path:
-    """Write the candidates in stream order to ``folder/selected.parquet``; returns the path. DuckDB writes
-    them unsorted with ``COPY`` (spilling beyond ``duckdb_memory``), :func:`finetune.extsort.sort_parquet`
-    orders them in buckets of about ``sort_rows`` rows."""
+def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) -> tuple[Path, list[int]]:
+    """Write the candidates in stream order to ``folder/selected.arrow`` (Arrow IPC, record batches of
+    ``batch_rows``); returns the path and the batches' sizes. DuckDB streams the candidate query's rows
+    unsorted (spilling beyond ``duckdb_memory``) into :class:`finetune.extsort.ExternalSort`, which orders
+    them in runs and ranges of about ``sort_rows`` rows."""
     spill = folder / ".duckdb_tmp"
-    unsorted = folder / "candidates.parquet"
     selected = folder / _SELECTED
     con = con_factory(config.duckdb_memory, config.duckdb_threads)
+    sorter = None
     try:
         con.execute(f"SET temp_directory = '{spill}'")
         con.execute("SET preserve_insertion_order = false")
         sql, params = select.candidate_query(con, spec, ordered=False)
-        con.execute(f"COPY ({sql}) TO '{unsorted}' (FORMAT parquet, COMPRESSION lz4_raw, "
-                    f"ROW_GROUP_SIZE {int(config.batch_rows)})", params)
+        reader = con.execute(sql, params).to_arrow_reader(int(config.batch_rows))
+        sorter = extsort.ExternalSort(reader.schema, select.SORT_KEYS[spec.format], folder / ".sort_tmp",
+                                      bucket_rows=config.sort_rows)
+        for batch in reader:
+            sorter.add(batch)
+    except BaseException:
+        if sorter is not None:
+            sorter.close()
+        raise
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
-    try:
-        extsort.sort_parquet(unsorted, selected, select.SORT_KEYS[spec.format], folder / ".sort_tmp",
-                             bucket_rows=config.sort_rows, batch_rows=config.batch_rows)
-    finally:
-        unsorted.unlink(missing_ok=True)
-    return selected
+    return selected, sorter.finish(selected, config.batch_rows)
 
 
 def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = StreamConfig()) -> StreamStats:
@@ -188,30 +192,30 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
     folder.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    selected = _select(con_factory, spec, folder, config)
+    selected, sizes = _select(con_factory, spec, folder, config)
     seconds["select"] = time.perf_counter() - started
     memory = {"select": _peak_rss_mb()}
     _release_memory()
     _reset_peak_rss()
     try:
-        return _passes(spec, folder, config, selected, seconds, memory)
+        return _passes(spec, folder, config, selected, sizes, seconds, memory)
     finally:
         selected.unlink(missing_ok=True)
 
 
-def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Path,
+def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Path, sizes: list[int],
             seconds: dict[str, float], memory: dict[str, int | None]) -> StreamStats:
     fmt = spec.format
     state = folder / ".state"
     # key indexes (pass 1's and the PII text keys) keep memory_keys keys in memory, the rest under `state`
     spill, memory_keys = (state, config.memory_keys) if config.memory_keys is not None else (None, 0)
-    selected_rows = pq.ParquetFile(selected).metadata.num_rows
+    selected_rows = sum(sizes)
     workers = config.pii_workers
     if workers is None:
         workers = 0 if selected_rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
     # PII redaction of the whole selection starts now, in the workers, while pass 1 cleans it
-    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, selected, ANSWERS[fmt], config.pii_chunk_rows,
-                         spill, memory_keys) if spec.cleaning.pii and selected_rows else None)
+    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, selected, sizes, ANSWERS[fmt],
+                         config.pii_chunk_rows, spill, memory_keys) if spec.cleaning.pii and selected_rows else None)
     try:
         return _clean_and_write(spec, folder, config, selected, seconds, memory, redactor, spill, memory_keys)
     finally:
@@ -231,7 +235,7 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     threads = max(1, min(config.prepare_threads, os.cpu_count() or 1))
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="flywheel-prepare") as pool:
-            batches = pq.ParquetFile(selected, pre_buffer=False).iter_batches(batch_size=config.batch_rows)
+            batches = extsort.read_batches(selected)
             for prepared in _prefetch(pool, batches, cleaner.prepare, depth=threads):
                 cleaner.apply(prepared)
         state_disk_bytes = cleaner.disk_bytes
@@ -317,7 +321,7 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     try:
         row_end = 0  # rows of the selection read so far
         with ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
-            batches = enumerate(pq.ParquetFile(selected, pre_buffer=False).iter_batches(batch_size=config.batch_rows))
+            batches = enumerate(extsort.read_batches(selected))
             for i, batch_rows, table in _prefetch(pool, batches, kept):
                 row_start, row_end = row_end, row_end + batch_rows
                 if not table.num_rows:

@@ -166,43 +166,51 @@ def test_bedrock_lines_keep_system_messages_apart(lake):
     assert [b'"system"' in line for line in lines] == [i in (0, 7, 8, 49) for i in range(50)]
 
 
+def _external_sort(batches, schema, keys, work, bucket_rows, batch_rows):
+    """Rows of ``batches`` through :class:`finetune.extsort.ExternalSort`, read back: (table, batch sizes)."""
+    import pyarrow as pa
+
+    from finetune import extsort
+
+    sorter = extsort.ExternalSort(schema, keys, work, bucket_rows=bucket_rows)
+    for batch in batches:
+        sorter.add(batch)
+    sizes = sorter.finish(work.parent / "sorted.arrow", batch_rows)
+    got = list(extsort.read_batches(work.parent / "sorted.arrow"))
+    assert [b.num_rows for b in got] == sizes
+    assert all(n == batch_rows for n in sizes[:-1]) and 0 < sizes[-1] <= batch_rows
+    assert not work.exists()
+    return pa.Table.from_batches(got, schema), sizes
+
+
 @pytest.mark.parametrize("fmt", ["sft", "preference"])
 def test_the_external_sort_gives_duckdbs_order_by(lake, tmp_path, fmt):
-    """The candidates written unsorted and sorted in buckets of 300 rows (about 25 buckets for the
-    preference pairs) equal, row for row, DuckDB's ``ORDER BY`` of the same query (descending strength with
-    nulls last included)."""
-    import pyarrow.parquet as pq
-
-    from finetune import extsort, select
+    """The candidates streamed unsorted from DuckDB and sorted in runs and ranges of 300 rows (about 25 of
+    each for the preference pairs) equal, row for row, DuckDB's ``ORDER BY`` of the same query (descending
+    strength with nulls last included), in record batches of exactly 700 rows."""
+    from finetune import select
 
     stack, _ = lake
     spec = parse_spec({"name": f"sort-{fmt}", "format": fmt, "cleaning": {"pii": False}})
     con, _ = select.open_lake(stack.catalog())
     try:
-        sql, params = select.candidate_query(con, spec, ordered=False)
         con.execute("SET preserve_insertion_order = false")
-        con.execute(f"COPY ({sql}) TO '{tmp_path / 'unsorted.parquet'}' (FORMAT parquet, ROW_GROUP_SIZE 1000)",
-                    params)
+        sql, params = select.candidate_query(con, spec, ordered=False)
+        reader = con.execute(sql, params).to_arrow_reader(1000)
+        got, _ = _external_sort(reader, reader.schema, select.SORT_KEYS[fmt], tmp_path / "work", 300, 700)
         sql, params = select.candidate_query(con, spec, ordered=True)
         expected = con.execute(sql, params).fetch_arrow_table()
     finally:
         con.close()
-    rows = extsort.sort_parquet(tmp_path / "unsorted.parquet", tmp_path / "sorted.parquet",
-                                select.SORT_KEYS[fmt], tmp_path / "work", bucket_rows=300, batch_rows=700)
-    got = pq.read_table(tmp_path / "sorted.parquet")
-    assert rows == got.num_rows == expected.num_rows > 3_000
+    assert got.num_rows == expected.num_rows > 3_000
     assert got.to_pylist() == expected.to_pylist()
-    assert not (tmp_path / "work").exists()
 
 
 def test_the_external_sort_orders_unicode_and_nulls_as_duckdb(tmp_path, data_dir):
-    """Real oasst1 message texts (their non-ASCII ones first) and nulls as the first key, sorted in buckets:
-    the order of DuckDB's ``ORDER BY text NULLS LAST`` (code-point order)."""
+    """Real oasst1 message texts (their non-ASCII ones first) and nulls as the first key, sorted in runs and
+    ranges: the order of DuckDB's ``ORDER BY text NULLS LAST`` (code-point order)."""
     import duckdb
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from finetune import extsort
 
     with open(data_dir / "oasst1" / "oasst1_en_validation.jsonl", encoding="utf-8") as fh:
         texts = [json.loads(line)["text"] for line in fh]
@@ -210,15 +218,30 @@ def test_the_external_sort_orders_unicode_and_nulls_as_duckdb(tmp_path, data_dir
     texts = [t[i:i + 30] for t in texts for i in (0, len(t) // 2)]  # their starts and middles
     random.Random(7).shuffle(texts)
     texts[::37] = [None] * len(texts[::37])
-    table = pa.table({"text": texts, "position": list(range(len(texts)))})
-    pq.write_table(table, tmp_path / "in.parquet", row_group_size=500)
-    extsort.sort_parquet(tmp_path / "in.parquet", tmp_path / "out.parquet", [("text", "ascending"),
-                         ("position", "descending")], tmp_path / "work", bucket_rows=250, batch_rows=333)
-    got = pq.read_table(tmp_path / "out.parquet").to_pylist()
-    expected = duckdb.sql(f"SELECT * FROM '{tmp_path / 'in.parquet'}' "
-                          "ORDER BY text ASC NULLS LAST, position DESC").fetch_arrow_table().to_pylist()
-    assert got == expected
-    assert sum(1 for r in got if r["text"] and not r["text"].isascii()) > 50
+    source = pa.table({"text": texts, "position": list(range(len(texts)))})
+    got, _ = _external_sort(source.to_batches(max_chunksize=500), source.schema,
+                            [("text", "ascending"), ("position", "descending")], tmp_path / "work", 250, 333)
+    expected = duckdb.sql("SELECT * FROM source ORDER BY text ASC NULLS LAST, position DESC").fetch_arrow_table()
+    assert got.to_pylist() == expected.to_pylist()
+    assert sum(1 for r in got.to_pylist() if r["text"] and not r["text"].isascii()) > 50
+
+
+def test_the_external_sort_refuses_a_descending_first_key_and_keeps_ties_in_order(tmp_path):
+    """Ranges of the first key are merged in ascending order, so a descending first key is refused; rows
+    equal in every key come out in the order they came in, across runs."""
+    import pyarrow as pa
+
+    from finetune import extsort
+
+    schema = pa.schema([("key", pa.int64()), ("arrival", pa.int64())])
+    with pytest.raises(ValueError, match="ascending"):
+        extsort.ExternalSort(schema, [("key", "descending")], tmp_path / "w")
+    keys = [i % 7 for i in range(2_000)]
+    table = pa.table({"key": keys, "arrival": list(range(2_000))}, schema=schema)
+    got, sizes = _external_sort(table.to_batches(max_chunksize=90), schema, [("key", "ascending")],
+                                tmp_path / "work", 100, 128)
+    assert got.to_pylist() == sorted(table.to_pylist(), key=lambda r: r["key"])  # Python's sort is stable
+    assert sum(sizes) == 2_000
 
 
 @pytest.mark.parametrize("fmt, pii", [("preference", False), ("kto", True)])
