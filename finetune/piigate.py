@@ -27,7 +27,11 @@ come from the candidate:
 
 The matcher also remembers, per region and candidate string, whether the candidate alone parses to a
 valid number (:func:`_verdict_matcher_class`; the same years and counts recur across texts): a candidate
-that cannot be valid alone cannot be valid inside a text, so its parse is skipped there.
+that cannot be valid alone cannot be valid inside a text, so its parse is skipped there. The region enters
+the matcher only through that parse, so one *dry run* of the matcher on a piece (every parse answered
+"nothing", :func:`_dry_matcher_class`) lists the candidates any region's matcher asks about there for as long
+as it finds nothing: a region whose verdict is False for all of them finds nothing in the piece and its
+matcher is not run there (the 8 regions' scans of a piece without a number become one).
 
 A region whose gate fails yields no match and is skipped; results of the others come in the same order,
 so :meth:`GatedPhoneRecognizer.analyze` returns what ``PhoneRecognizer.analyze`` returns. Within a text,
@@ -148,12 +152,25 @@ _VERDICTS_MAX = 1 << 16
 """Candidates whose verdict a gated phone recognizer remembers (all regions together); beyond, it forgets them all."""
 
 
+def _alone_verdict(verdicts: dict, region: str, leniency, candidate: str) -> bool:
+    """Whether ``candidate`` alone (``text == candidate``, offset 0) parses to a number of ``leniency`` with
+    ``region`` preferred, as python-phonenumbers' ``PhoneNumberMatcher._parse_and_verify`` decides; remembered
+    in ``verdicts`` (``{(region, leniency, candidate): bool}``)."""
+    from phonenumbers import PhoneNumberMatcher
+
+    key = (region, leniency, candidate)
+    verdict = verdicts.get(key)
+    if verdict is None:
+        alone = PhoneNumberMatcher(candidate, region, leniency=leniency)
+        verdict = verdicts[key] = alone._parse_and_verify(candidate, 0) is not None
+    return verdict
+
+
 @functools.lru_cache(maxsize=1)
 def _verdict_matcher_class():
     """python-phonenumbers' ``PhoneNumberMatcher`` remembering, per region and candidate string, whether the
     candidate can parse to a number of the matcher's leniency: ``_parse_and_verify(candidate, offset)`` does
-    what upstream does, after a lookup in ``verdicts`` (``{(region, leniency, candidate): bool}``, shared by
-    the caller between matchers) of the same call on the candidate alone (``text == candidate``, offset 0).
+    what upstream does, after :func:`_alone_verdict` (``verdicts`` shared by the caller between matchers).
     Alone the candidate has no neighbours, and the neighbour checks (no Latin letter or currency symbol
     right before or after) are the only part of the method that reads the text around it: so the call on
     the text can find a number only where the call alone does, and a False verdict skips it exactly. The
@@ -169,14 +186,39 @@ def _verdict_matcher_class():
             self._verdicts = verdicts
 
         def _parse_and_verify(self, candidate, offset):
-            key = (self.preferred_region, self.leniency, candidate)
-            verdict = self._verdicts.get(key)
-            if verdict is None:
-                alone = PhoneNumberMatcher(candidate, self.preferred_region, leniency=self.leniency)
-                verdict = self._verdicts[key] = alone._parse_and_verify(candidate, 0) is not None
-            return super()._parse_and_verify(candidate, offset) if verdict else None
+            if _alone_verdict(self._verdicts, self.preferred_region, self.leniency, candidate):
+                return super()._parse_and_verify(candidate, offset)
+            return None
 
     return VerdictMatcher
+
+
+@functools.lru_cache(maxsize=1)
+def _dry_matcher_class():
+    """python-phonenumbers' ``PhoneNumberMatcher`` whose ``_parse_and_verify`` finds nothing and records each
+    candidate it is asked about (``tried``), or None when the module lacks the method (another version).
+
+    The preferred region is read only in ``_parse_and_verify``; the rest of the scan (candidates, trimming,
+    date and time-stamp checks, inner matches, the budget of tries) is the same for every region. So a
+    region's matcher takes the dry run's path, asking about the same candidates, for as long as each answer
+    is None; if the region's :func:`_alone_verdict` is False for every candidate in ``tried``, every answer is
+    None (a False verdict skips the candidate exactly, see :func:`_verdict_matcher_class`) and the region
+    finds nothing in the text. One dry run then stands for the scans of all regions that find nothing."""
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
+    if not callable(getattr(PhoneNumberMatcher, "_parse_and_verify", None)):
+        return None
+
+    class DryMatcher(PhoneNumberMatcher):
+        def __init__(self, text):
+            super().__init__(text, None, leniency=Leniency.VALID)
+            self.tried: list[str] = []
+
+        def _parse_and_verify(self, candidate, offset):
+            self.tried.append(candidate)
+            return None
+
+    return DryMatcher
 
 
 @functools.lru_cache(maxsize=1)
@@ -188,6 +230,7 @@ def _gated_phone_class():
 
     limit = _line_limit()
     matcher_class = _verdict_matcher_class()
+    dry = _dry_matcher_class()
 
     class _Gated(PhoneRecognizer):
         def _pieces(self, text: str) -> dict[str, list[tuple[int, str]]]:
@@ -215,10 +258,32 @@ def _gated_phone_class():
                 passing[k] = list(pieces.values())
             return {r: passing[min_digits(r)] for r in self.supported_regions if passing[min_digits(r)]}
 
-        def _matches(self, pieces: list[tuple[int, str]], region: str):
+        def _memo(self) -> dict:
             verdicts = self.__dict__.setdefault("_verdicts", {})
             if len(verdicts) > _VERDICTS_MAX:
                 verdicts.clear()
+            return verdicts
+
+        def _live(self, pieces: list[tuple[int, str]], region: str, tried: dict[str, list[str]]):
+            """The pieces in which the region's matcher may find something: those where the dry run
+            (:func:`_dry_matcher_class`, run once per piece for all regions and kept in ``tried``) asked about
+            a candidate whose verdict for ``region`` is True."""
+            if dry is None:
+                return pieces
+            verdicts = self._memo()
+            live = []
+            for start, piece in pieces:
+                if piece not in tried:
+                    matcher = dry(piece)
+                    for _ in matcher:
+                        pass
+                    tried[piece] = matcher.tried
+                if any(_alone_verdict(verdicts, region, self.leniency, c) for c in tried[piece]):
+                    live.append((start, piece))
+            return live
+
+        def _matches(self, pieces: list[tuple[int, str]], region: str):
+            verdicts = self._memo()
             for start, piece in pieces:
                 for match in matcher_class(piece, region, leniency=self.leniency, verdicts=verdicts):
                     yield phonenumbers.PhoneNumberMatch(start + match.start, match.raw_string, match.number)
@@ -229,10 +294,11 @@ def _gated_phone_class():
                 return []
             # PhoneRecognizer.analyze's own loop, over the matches of the gated pieces
             results = []
+            tried: dict[str, list[str]] = {}  # piece -> candidates of its dry run
             for region in self.supported_regions:
                 if region not in pieces:
                     continue
-                for match in self._matches(pieces[region], region):
+                for match in self._matches(self._live(pieces[region], region, tried), region):
                     try:
                         parsed_number = phonenumbers.parse(text[match.start : match.end])
                         region = phonenumbers.region_code_for_number(parsed_number)
