@@ -134,7 +134,7 @@ class ExternalSort:
         self.runs: list[_Run] = []
         self.writing: list[Future] = []  # runs being sorted and written, in order
         self.sort_threads = max(1, int(sort_threads))
-        self.threads: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.rows = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -163,9 +163,9 @@ class ExternalSort:
             self.runs.append(self.writing.pop(0).result())
 
     def _pool(self) -> ThreadPoolExecutor:
-        if self.threads is None:
-            self.threads = ThreadPoolExecutor(self.sort_threads, thread_name_prefix="flywheel-sort")
-        return self.threads
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.sort_threads, thread_name_prefix="flywheel-sort")
+        return self._executor
 
     def _sorted_run(self, batches: list[pa.RecordBatch], path: Path) -> _Run:
         table = pa.Table.from_batches(batches, self.schema).sort_by(self.keys)
@@ -240,9 +240,9 @@ class ExternalSort:
 
     def close(self) -> None:
         """Stop the sort threads and remove the run files (also after a failure)."""
-        if self.threads is not None:
-            self.threads.shutdown(wait=True, cancel_futures=True)
-            self.threads = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         self.writing = []
         for run in self.runs:
             run.close()
