@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from finetune.prefetch import prefetch
 
 __all__ = ["ExternalSort", "read_batches"]
 
@@ -70,6 +71,27 @@ def _unknown(column: str) -> int:
     raise KeyError(f"no column {column!r}")
 
 
+def _exact_batches(tables: Iterable[pa.Table], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of ``tables``, in order, as record batches of exactly ``batch_rows`` rows (the last one
+    shorter)."""
+    carry: list[pa.Table] = []
+    carried = 0
+    for table in tables:
+        carry.append(table)
+        carried += table.num_rows
+        if carried < batch_rows:
+            continue
+        merged = pa.concat_tables(carry)
+        whole = (carried // batch_rows) * batch_rows
+        for lo in range(0, whole, batch_rows):
+            yield merged.slice(lo, batch_rows).combine_chunks().to_batches()[0]
+        # the rest, copied: a slice would keep the whole merged table alive
+        carry, carried = [merged.slice(whole).combine_chunks()], carried - whole
+        del merged
+    if carried:
+        yield pa.concat_tables(carry).combine_chunks().to_batches()[0]
+
+
 class _Run:
     """One sorted run on disk: its file, rows, the sample of its first key, and (while merging) its
     first-key column and the record batch last read."""
@@ -77,13 +99,12 @@ class _Run:
     def __init__(self, path: Path, rows: int, sample: list) -> None:
         self.path, self.rows, self.sample = path, rows, sample
         self.keys: np.ndarray | None = None
-        self.valid = 0
         self.cached: tuple[int, pa.RecordBatch] | None = None
 
     def open(self, column: str) -> None:
         col = pa.concat_arrays([b.column(0) for b in read_batches(self.path, [column])])
-        self.valid = len(col) - col.null_count  # nulls sort last
-        self.keys = col.slice(0, self.valid).to_numpy(zero_copy_only=False)
+        valid = len(col) - col.null_count  # nulls sort last
+        self.keys = col.slice(0, valid).to_numpy(zero_copy_only=False)
         self.source = pa.OSFile(str(self.path))
         self.reader = pa.ipc.open_file(self.source)
 
@@ -132,10 +153,9 @@ class ExternalSort:
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.runs: list[_Run] = []
-        self.writing: list[Future] = []  # runs being sorted and written, in order
+        self.writing: Future | None = None  # the run being sorted and written
         self.sort_threads = max(1, int(sort_threads))
         self._executor: ThreadPoolExecutor | None = None
-        self.rows = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Take ``batch`` (of the schema given); a run is written once ``bucket_rows`` rows are pending.
@@ -144,31 +164,33 @@ class ExternalSort:
             return
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
-        self.rows += batch.num_rows
         if self.pending_rows >= self.bucket_rows:
             self._write_run()
 
     def _write_run(self) -> None:
         """Sort and write the pending rows as the next run in a sort thread, after waiting for the run before
         (one run in flight: memory holds it, its sorted copy and the rows pending meanwhile)."""
-        self._collect_runs()
+        self._collect_run()
         batches, self.pending, self.pending_rows = self.pending, [], 0
         self.work.mkdir(parents=True, exist_ok=True)
-        path = self.work / f"run{len(self.runs)}.arrow"
-        self.writing.append(self._pool().submit(self._sorted_run, batches, path))
+        self.writing = self._pool().submit(self._write_sorted, batches, self.work / f"run{len(self.runs)}.arrow")
 
-    def _collect_runs(self) -> None:
-        """Wait for the runs being written and keep them, in order."""
-        while self.writing:
-            self.runs.append(self.writing.pop(0).result())
+    def _collect_run(self) -> None:
+        """Wait for the run being written, if any, and keep it."""
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            self.runs.append(writing.result())
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.sort_threads, thread_name_prefix="flywheel-sort")
         return self._executor
 
-    def _sorted_run(self, batches: list[pa.RecordBatch], path: Path) -> _Run:
-        table = pa.Table.from_batches(batches, self.schema).sort_by(self.keys)
+    def _sorted(self, batches: list[pa.RecordBatch]) -> pa.Table:
+        return pa.Table.from_batches(batches, self.schema).sort_by(self.keys)
+
+    def _write_sorted(self, batches: list[pa.RecordBatch], path: Path) -> _Run:
+        table = self._sorted(batches)
         del batches
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.schema, options=_OPTIONS) as writer:
             writer.write_table(table, max_chunksize=_RUN_BATCH)
@@ -181,7 +203,7 @@ class ExternalSort:
     def _bounds(self) -> list:
         """Ascending distinct first-key values splitting the runs' samples into about ``rows / bucket_rows``
         equal parts."""
-        ranges = max(1, math.ceil(self.rows / self.bucket_rows))
+        ranges = max(1, math.ceil(sum(run.rows for run in self.runs) / self.bucket_rows))
         values = sorted(v for run in self.runs for v in run.sample)
         if ranges == 1 or not values:
             return []
@@ -193,57 +215,40 @@ class ExternalSort:
         try:
             if self.pending:
                 self._write_run()
-            self._collect_runs()
-            bounds = self._bounds()
-            for run in self.runs:
-                run.open(self.first)
+            self._collect_run()
             sizes: list[int] = []
-            carry: list[pa.Table] = []
-            carried = 0
-            sorting: deque[Future] = deque()  # ranges being sorted, in order
             with pa.OSFile(str(target), "wb") as sink, \
                     pa.ipc.new_file(sink, self.schema, options=_OPTIONS) as writer:
-                lows = [0] * len(self.runs)
-                ranges = [*bounds, None]
-                for j, bound in enumerate(ranges):
-                    parts = []  # the range's slices, read in this thread (the run readers are not shared)
-                    for r, run in enumerate(self.runs):
-                        high = run.position(bound)
-                        parts += run.rows_between(lows[r], high)
-                        lows[r] = high
-                    if parts:
-                        sorting.append(self._pool().submit(self._sorted_range, parts))
-                    del parts
-                    # write the sorted ranges in order, keeping sort_threads of them being sorted
-                    while sorting and (len(sorting) > self.sort_threads or j == len(ranges) - 1):
-                        carry.append(sorting.popleft().result())
-                        carried += carry[-1].num_rows
-                        if carried < batch_rows:
-                            continue
-                        merged = pa.concat_tables(carry)
-                        whole = (carried // batch_rows) * batch_rows
-                        for lo in range(0, whole, batch_rows):
-                            writer.write_batch(merged.slice(lo, batch_rows).combine_chunks().to_batches()[0])
-                            sizes.append(batch_rows)
-                        # the rest, copied: a slice would keep the whole merged range alive
-                        carry, carried = [merged.slice(whole).combine_chunks()], carried - whole
-                        del merged
-                if carried:
-                    writer.write_batch(pa.concat_tables(carry).combine_chunks().to_batches()[0])
-                    sizes.append(carried)
+                # ranges are read here (the run readers are not shared) and sorted ahead in the threads
+                sorted_ranges = prefetch(self._pool(), self._ranges(), self._sorted, depth=self.sort_threads)
+                for batch in _exact_batches(sorted_ranges, batch_rows):
+                    writer.write_batch(batch)
+                    sizes.append(batch.num_rows)
             return sizes
         finally:
             self.close()
 
-    def _sorted_range(self, parts: list[pa.RecordBatch]) -> pa.Table:
-        return pa.Table.from_batches(parts, self.schema).sort_by(self.keys)
+    def _ranges(self) -> Iterator[list[pa.RecordBatch]]:
+        """Each range's slices of all runs, range after range (empty ranges skipped)."""
+        bounds = self._bounds()
+        for run in self.runs:
+            run.open(self.first)
+        lows = [0] * len(self.runs)
+        for bound in [*bounds, None]:
+            parts = []
+            for r, run in enumerate(self.runs):
+                high = run.position(bound)
+                parts += run.rows_between(lows[r], high)
+                lows[r] = high
+            if parts:
+                yield parts
 
     def close(self) -> None:
         """Stop the sort threads and remove the run files (also after a failure)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-        self.writing = []
+        self.writing = None
         for run in self.runs:
             run.close()
         self.runs = []

@@ -17,19 +17,36 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fingerprint_batch", "minhash_signatures"]
+__all__ = ["F32", "F64", "fingerprint_batch", "minhash_signatures"]
 
 _M32 = np.uint64(0xFFFFFFFF)
+
+F64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
+F32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+"""MurmurHash3's finalizer constants ``(s1, m1, s2, m2, s3)`` (Appleby, MurmurHash3.cpp ``fmix64``/``fmix32``),
+for 64- and 32-bit words; :func:`finetune.minhash.fmix` applies them to arrays."""
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _fmix64(h):
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
+    s1, m1, s2, m2, s3 = F64
+    h ^= h >> s1
+    h *= m1
+    h ^= h >> s2
+    h *= m2
+    h ^= h >> s3
     return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fmix32(h):
+    s1, m1, s2, m2, s3 = F32  # numba widens uint32 products: each is cut back to 32 bits
+    h ^= h >> s1
+    h = np.uint32(h * m1)
+    h ^= h >> s2
+    h = np.uint32(h * m2)
+    h ^= h >> s3
+    return np.uint32(h)
 
 
 @njit(cache=True, nogil=True)
@@ -135,12 +152,7 @@ def _minhash_kernel(hv, n_shingles, a, b):  # pragma: no cover - compiled
     for t in range(len(n_shingles)):
         low[:] = np.uint32(0xFFFFFFFF)
         for q in range(pos, pos + n_shingles[t]):
-            h = hv[q]  # datasketch's affine32 pre-mix: MurmurHash3's 32-bit finalizer
-            h ^= h >> np.uint32(16)
-            h = np.uint32(h * np.uint32(0x85EBCA6B))
-            h ^= h >> np.uint32(13)
-            h = np.uint32(h * np.uint32(0xC2B2AE35))
-            h ^= h >> np.uint32(16)
+            h = _fmix32(hv[q])  # datasketch's affine32 pre-mix: MurmurHash3's 32-bit finalizer
             for p in range(perms):
                 v = np.uint32(np.uint32(h * a[p]) + b[p])
                 if v < low[p]:

@@ -48,8 +48,7 @@ LSH_WEIGHTS = (0.1, 0.9)
 _A32, _B32 = 0x01000193, 0x9E3779B1
 _R64, _S64 = 0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93
 # MurmurHash3 finalizer constants (64- and 32-bit); the 32-bit one is datasketch.minhash._fmix(h, 32).
-_F64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
-_F32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+_F64, _F32 = kernels.F64, kernels.F32
 # Texts are processed in batches of about this many UTF-8 bytes.
 _CHUNK_BYTES = 1 << 21
 _BAND_MUL = np.uint64(0x100000001B3)

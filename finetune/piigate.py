@@ -156,11 +156,11 @@ def _alone_verdict(verdicts: dict, region: str, leniency, candidate: str) -> boo
     """Whether ``candidate`` alone (``text == candidate``, offset 0) parses to a number of ``leniency`` with
     ``region`` preferred, as python-phonenumbers' ``PhoneNumberMatcher._parse_and_verify`` decides; remembered
     in ``verdicts`` (``{(region, leniency, candidate): bool}``)."""
-    from phonenumbers import PhoneNumberMatcher
-
     key = (region, leniency, candidate)
     verdict = verdicts.get(key)
-    if verdict is None:
+    if verdict is None:  # rare (most candidates recur): only then is the matcher module looked up
+        from phonenumbers import PhoneNumberMatcher
+
         alone = PhoneNumberMatcher(candidate, region, leniency=leniency)
         verdict = verdicts[key] = alone._parse_and_verify(candidate, 0) is not None
     return verdict

@@ -37,7 +37,6 @@ import os
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from finetune import extsort, select
 from finetune.cleaning import ANSWERS, Cleaner, prompt_parts, step_names, string_column
 from finetune.errors import DatasetError
 from finetune.exports import EXPORT_FORMATS, SCHEMAS, export_lines, format_rows, line_shape
+from finetune.prefetch import prefetch
 from finetune.redact import Redactor, replace_texts
 from finetune.spec import DatasetSpec
 from finetune.splits import SPLITS, split_indices
@@ -106,18 +106,6 @@ class StreamStats:
     state_disk_bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, int] = field(default_factory=dict)
-
-
-def _prefetch(pool: ThreadPoolExecutor, items: Iterator, fn: Callable, depth: int = 1) -> Iterator:
-    """``fn(item)`` for each of ``items``, in order; up to ``depth`` items ahead are computed in ``pool``
-    while the caller works on the current one (items are drawn in this thread, in order)."""
-    futures: deque = deque()
-    for item in items:
-        futures.append(pool.submit(fn, item))
-        if len(futures) > depth:
-            yield futures.popleft().result()
-    while futures:
-        yield futures.popleft().result()
 
 
 def _peak_rss_mb() -> int | None:
@@ -236,7 +224,7 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="flywheel-prepare") as pool:
             batches = extsort.read_batches(selected)
-            for prepared in _prefetch(pool, batches, cleaner.prepare, depth=threads):
+            for prepared in prefetch(pool, batches, cleaner.prepare, depth=threads):
                 cleaner.apply(prepared)
         state_disk_bytes = cleaner.disk_bytes
     finally:
@@ -322,7 +310,7 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
         row_end = 0  # rows of the selection read so far
         with ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
             batches = enumerate(extsort.read_batches(selected))
-            for i, batch_rows, table in _prefetch(pool, batches, kept):
+            for i, batch_rows, table in prefetch(pool, batches, kept):
                 row_start, row_end = row_end, row_end + batch_rows
                 if not table.num_rows:
                     continue

@@ -334,3 +334,20 @@ def test_redact_found_with_gates_finds_what_it_finds_without(data_dir):
     assert sum(not any(g[i] for g in gates.values()) for i in range(len(texts))) > 100  # gates do skip
     with pytest.raises(ValueError):
         redactor.redact_found(texts, {"EMAIL_ADDRESS": [True]})
+
+
+def test_a_failed_run_surfaces_from_the_sort_thread_and_the_runs_are_removed(tmp_path):
+    """A run that cannot be sorted (a batch of another schema) fails in the sort thread: the error reaches
+    the caller at ``finish`` and the run files are removed all the same."""
+    import pyarrow as pa
+
+    from finetune import extsort
+
+    schema = pa.schema([("key", pa.int64())])
+    sorter = extsort.ExternalSort(schema, [("key", "ascending")], tmp_path / "work", bucket_rows=10)
+    sorter.add(pa.record_batch({"key": list(range(10, 0, -1))}, schema=schema))
+    sorter.add(pa.record_batch({"key": [str(i) for i in range(10)]}))
+    assert (tmp_path / "work").exists()
+    with pytest.raises(pa.ArrowInvalid):
+        sorter.finish(tmp_path / "sorted.arrow")
+    assert not (tmp_path / "work").exists()
