@@ -1,5 +1,5 @@
-"""Compiled loops (numba) for the two hot paths of duplicate detection: hashing a batch's bytes into words,
-text keys and shingle hashes, and MinHash over the shingles.
+"""Compiled loops (numba) for the hot paths of duplicate detection: hashing a batch's bytes into words,
+text keys and shingle hashes, MinHash over the shingles, and the Bloom filters of the key indexes' disk runs.
 
 Each kernel computes exactly what :mod:`finetune.minhash` defines (the scalar reference forms
 ``minhash._word_hash``, ``_sequence_hash``, ``shingle_hash32``, ``_text_key``, and datasketch's
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["F32", "F64", "fingerprint_batch", "minhash_signatures"]
+__all__ = ["F32", "F64", "bloom_add", "bloom_maybe", "fingerprint_batch", "minhash_signatures"]
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -155,8 +155,7 @@ def _minhash_kernel(hv, n_shingles, a, b):  # pragma: no cover - compiled
             h = _fmix32(hv[q])  # datasketch's affine32 pre-mix: MurmurHash3's 32-bit finalizer
             for p in range(perms):
                 v = np.uint32(np.uint32(h * a[p]) + b[p])
-                if v < low[p]:
-                    low[p] = v
+                low[p] = min(low[p], v)  # branch-free: LLVM vectorises the loop over p (6x the conditional store)
         pos += n_shingles[t]
         for p in range(perms):
             out[p, t] = low[p]
@@ -175,3 +174,40 @@ def minhash_signatures(hv: np.ndarray, n_shingles: np.ndarray, a: np.ndarray, b:
         raise ValueError("n_shingles must be positive and sum to the number of shingle hashes")
     return _minhash_kernel(np.ascontiguousarray(hv, dtype=np.uint32), n_shingles,
                            np.ascontiguousarray(a, dtype=np.uint32), np.ascontiguousarray(b, dtype=np.uint32))
+
+
+@njit(cache=True, nogil=True)
+def _bloom_add_kernel(bits, keys, probes, shift):  # pragma: no cover - compiled
+    for i in range(len(keys)):
+        for p in range(len(probes)):
+            pos = (keys[i] * probes[p]) >> shift
+            bits[pos >> np.uint64(6)] |= np.uint64(1) << (pos & np.uint64(63))
+
+
+@njit(cache=True, nogil=True)
+def _bloom_maybe_kernel(bits, keys, probes, shift):  # pragma: no cover - compiled
+    out = np.zeros(len(keys), np.bool_)
+    for i in range(len(keys)):
+        present = True
+        for p in range(len(probes)):
+            pos = (keys[i] * probes[p]) >> shift
+            if not (bits[pos >> np.uint64(6)] >> (pos & np.uint64(63))) & np.uint64(1):
+                present = False
+                break
+        out[i] = present
+    return out
+
+
+def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int) -> None:
+    """Set, in the Bloom filter ``bits`` (uint64 words of 64 bits, ``2**(64 - shift)`` bits in all), the bit
+    ``(key * probe mod 2**64) >> shift`` of each key (uint64) and probe (uint64 odd multipliers:
+    multiply-shift hashing, Dietzfelbinger et al. 1997). Modifies ``bits`` in place."""
+    _bloom_add_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),
+                      np.ascontiguousarray(probes, dtype=np.uint64), np.uint64(shift))
+
+
+def bloom_maybe(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int) -> np.ndarray:
+    """Bool (n,): whether all of each key's bits (as :func:`bloom_add` sets them) are set in ``bits``, i.e.
+    whether the key may have been added (False: it was not). Stops at a key's first unset bit."""
+    return _bloom_maybe_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),
+                               np.ascontiguousarray(probes, dtype=np.uint64), np.uint64(shift))

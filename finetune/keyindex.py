@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune import minhash
+from finetune import kernels, minhash
 
 __all__ = ["DiskRun", "KeyIndex", "mix64"]
 
@@ -82,9 +82,7 @@ class DiskRun:
                 keys.tofile(kf)
                 np.asarray(values, dtype=np.int32).tofile(vf)
                 fences.append(keys[(-written) % _BLOCK::_BLOCK])
-                for lo in range(0, len(keys), 1 << 18):
-                    pos = self._positions(_products(keys[lo:lo + (1 << 18)]))
-                    np.bitwise_or.at(self.bits, pos >> np.uint64(6), np.uint64(1) << (pos & np.uint64(63)))
+                kernels.bloom_add(self.bits, keys, _PROBES, int(self.shift))
                 written += len(keys)
                 last = keys[-1]
             if written != n:
@@ -107,23 +105,18 @@ class DiskRun:
     def disk_bytes(self) -> int:
         return self.keys_path.stat().st_size + self.values_path.stat().st_size
 
-    def _positions(self, products: np.ndarray) -> np.ndarray:
-        return products >> self.shift
-
     def drop_pages(self) -> None:
         """Drop the run's file pages from this process's memory (they stay in the page cache)."""
         for mapped in self._maps:
             if hasattr(mapped, "madvise"):
                 mapped.madvise(mmap.MADV_DONTNEED)
 
-    def get(self, needles: np.ndarray, products: np.ndarray) -> np.ndarray:
-        """Values of ``needles`` (uint64, sorted; ``products`` their :func:`_products`): int64, ``-1`` where
-        absent."""
+    def get(self, needles: np.ndarray) -> np.ndarray:
+        """Values of ``needles`` (uint64, sorted): int64, ``-1`` where absent."""
         out = np.full(len(needles), -1, dtype=np.int64)
         if not len(needles):
             return out
-        pos = self._positions(products)
-        maybe = np.flatnonzero(((self.bits[pos >> np.uint64(6)] >> (pos & np.uint64(63))) & np.uint64(1)).all(axis=1))
+        maybe = np.flatnonzero(kernels.bloom_maybe(self.bits, needles, _PROBES, int(self.shift)))
         if not len(maybe):
             return out
         block = np.searchsorted(self.fence, needles[maybe], side="right") - 1
@@ -152,12 +145,6 @@ class DiskRun:
             fh.close()
         self.keys_path.unlink(missing_ok=True)
         self.values_path.unlink(missing_ok=True)
-
-
-def _products(keys: np.ndarray) -> np.ndarray:
-    """(n, 7) uint64: ``key * _PROBES[i]`` (mod 2**64), from which each run takes its Bloom positions."""
-    with np.errstate(over="ignore"):
-        return keys[:, None] * _PROBES[None, :]
 
 
 def _merged_chunks(a: DiskRun, b: DiskRun, size: int = 1 << 18):
@@ -239,13 +226,12 @@ class KeyIndex:
             hit = run_keys[pos] == needles
             found[hit] = run_values[pos[hit]]
         missing = np.flatnonzero(found < 0)
-        products = _products(needles[missing]) if self._disk and len(missing) else None
         for run in self._disk:
             if not len(missing):
                 break
-            got = run.get(needles[missing], products)
+            got = run.get(needles[missing])
             found[missing] = got
-            missing, products = missing[got < 0], products[got < 0]
+            missing = missing[got < 0]
         out[order] = found
         return out
 

