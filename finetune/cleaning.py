@@ -50,7 +50,7 @@ def step_names(fmt: str) -> list[str]:
 
 def prompt_parts(table: pa.Table) -> tuple[np.ndarray, pa.Array, pa.Array]:
     """``(offsets (n+1,), roles, contents)`` of the prompt lists (a null prompt is an empty one)."""
-    col = table["prompt"].combine_chunks() if table.num_rows else pa.array([], table.schema.field("prompt").type)
+    col = string_column(table, "prompt") if table.num_rows else pa.array([], table.schema.field("prompt").type)
     lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = pc.list_flatten(col)
     offsets = np.concatenate(([0], np.cumsum(lengths)))
@@ -58,7 +58,7 @@ def prompt_parts(table: pa.Table) -> tuple[np.ndarray, pa.Array, pa.Array]:
 
 
 def string_column(table: pa.Table, name: str) -> pa.Array:
-    """Column ``name`` as one Arrow array."""
+    """Column ``name`` as one Arrow array (its only chunk as is: ``combine_chunks`` copies even one chunk)."""
     col = table[name]
     return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
 
