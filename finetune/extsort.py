@@ -84,12 +84,19 @@ def _exact_batches(tables: Iterable[pa.Table], batch_rows: int) -> Iterator[pa.R
         merged = pa.concat_tables(carry)
         whole = (carried // batch_rows) * batch_rows
         for lo in range(0, whole, batch_rows):
-            yield merged.slice(lo, batch_rows).combine_chunks().to_batches()[0]
+            yield _one_batch(merged.slice(lo, batch_rows))
         # the rest, copied: a slice would keep the whole merged table alive
         carry, carried = [merged.slice(whole).combine_chunks()], carried - whole
         del merged
     if carried:
-        yield pa.concat_tables(carry).combine_chunks().to_batches()[0]
+        yield _one_batch(pa.concat_tables(carry))
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    """``table``'s rows as one record batch: a zero-copy slice where they lie in one chunk (the IPC writer
+    writes only the slice), else combined (``combine_chunks`` copies every column, even a one-chunk one)."""
+    batches = table.to_batches()
+    return batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
 
 
 class _Run:

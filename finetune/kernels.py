@@ -176,29 +176,34 @@ def minhash_signatures(hv: np.ndarray, n_shingles: np.ndarray, a: np.ndarray, b:
                            np.ascontiguousarray(a, dtype=np.uint32), np.ascontiguousarray(b, dtype=np.uint32))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bloom_bit(key, probe, shift):
+    """The word index and the bit mask, in a filter of uint64 words, of one key's probe."""
+    pos = (key * probe) >> shift
+    return pos >> np.uint64(6), np.uint64(1) << (pos & np.uint64(63))
+
+
 @njit(cache=True, nogil=True)
 def _bloom_add_kernel(bits, keys, probes, shift):  # pragma: no cover - compiled
     for i in range(len(keys)):
         for p in range(len(probes)):
-            pos = (keys[i] * probes[p]) >> shift
-            bits[pos >> np.uint64(6)] |= np.uint64(1) << (pos & np.uint64(63))
+            word, mask = _bloom_bit(keys[i], probes[p], shift)
+            bits[word] |= mask
 
 
 @njit(cache=True, nogil=True)
 def _bloom_maybe_kernel(bits, keys, probes, shift):  # pragma: no cover - compiled
-    out = np.zeros(len(keys), np.bool_)
+    out = np.ones(len(keys), np.bool_)
     for i in range(len(keys)):
-        present = True
         for p in range(len(probes)):
-            pos = (keys[i] * probes[p]) >> shift
-            if not (bits[pos >> np.uint64(6)] >> (pos & np.uint64(63))) & np.uint64(1):
-                present = False
+            word, mask = _bloom_bit(keys[i], probes[p], shift)
+            if not bits[word] & mask:
+                out[i] = False
                 break
-        out[i] = present
     return out
 
 
-def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int) -> None:
+def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int | np.uint64) -> None:
     """Set, in the Bloom filter ``bits`` (uint64 words of 64 bits, ``2**(64 - shift)`` bits in all), the bit
     ``(key * probe mod 2**64) >> shift`` of each key (uint64) and probe (uint64 odd multipliers:
     multiply-shift hashing, Dietzfelbinger et al. 1997). Modifies ``bits`` in place."""
@@ -206,7 +211,7 @@ def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int
                       np.ascontiguousarray(probes, dtype=np.uint64), np.uint64(shift))
 
 
-def bloom_maybe(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int) -> np.ndarray:
+def bloom_maybe(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int | np.uint64) -> np.ndarray:
     """Bool (n,): whether all of each key's bits (as :func:`bloom_add` sets them) are set in ``bits``, i.e.
     whether the key may have been added (False: it was not). Stops at a key's first unset bit."""
     return _bloom_maybe_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),

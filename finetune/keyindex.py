@@ -82,7 +82,7 @@ class DiskRun:
                 keys.tofile(kf)
                 np.asarray(values, dtype=np.int32).tofile(vf)
                 fences.append(keys[(-written) % _BLOCK::_BLOCK])
-                kernels.bloom_add(self.bits, keys, _PROBES, int(self.shift))
+                kernels.bloom_add(self.bits, keys, _PROBES, self.shift)
                 written += len(keys)
                 last = keys[-1]
             if written != n:
@@ -116,7 +116,7 @@ class DiskRun:
         out = np.full(len(needles), -1, dtype=np.int64)
         if not len(needles):
             return out
-        maybe = np.flatnonzero(kernels.bloom_maybe(self.bits, needles, _PROBES, int(self.shift)))
+        maybe = np.flatnonzero(kernels.bloom_maybe(self.bits, needles, _PROBES, self.shift))
         if not len(maybe):
             return out
         block = np.searchsorted(self.fence, needles[maybe], side="right") - 1
