@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field
@@ -9,20 +10,36 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedback.config import flywheel_home
 
+MEMORY_SIZE = r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+"""A DuckDB memory size as the settings take it: ``512MB``, ``1.5GiB``."""
+
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def memory_bytes(size: str) -> int:
+    """Bytes of a :data:`MEMORY_SIZE` such as ``"512MB"`` (10**6 bytes a MB, as DuckDB reads it) or
+    ``"1.5GiB"``. Raises ``ValueError`` for another form."""
+    match = re.match(MEMORY_SIZE, size)
+    if not match:
+        raise ValueError(f"not a memory size: {size!r} (e.g. 512MB, 2GiB)")
+    return int(float(size[:match.start(2)].strip()) * _UNITS[match.group(2)])
+
 
 class DatasetSettings(BaseSettings):
     """Dataset curation: where built versions are written (``root``, default ``<FLYWHEEL_HOME>/datasets``;
     any local path; an object store would be mounted or synced by the deployment), and the memory knobs of
     the streaming build, none of which changes what is written (:class:`finetune.stream.StreamConfig`):
     ``duckdb_memory`` (DuckDB's cap during the selection, e.g. ``"512MB"``), ``sort_rows`` (rows per bucket
-    of the selection's sort), ``memory_keys`` (keys each dedup index keeps in memory before writing runs
+    of the selection's sort), ``partition_answers`` (answers whose feedback one selection query aggregates;
+    more are selected in hash partitions; unset: as many as half of ``duckdb_memory`` holds), ``memory_keys`` (keys each dedup index keeps in memory before writing runs
     to disk; 0 keeps all in memory) and ``pii_workers`` (PII processes; unset: one per core, at most 4,
     for large builds)."""
 
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_DATASET_")
     root: Path = Field(default_factory=lambda: flywheel_home() / "datasets")
-    duckdb_memory: str = Field("512MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+    duckdb_memory: str = Field("512MB", pattern=MEMORY_SIZE)
     sort_rows: int = Field(32_768, ge=1)
+    partition_answers: int | None = Field(None, ge=1)
     memory_keys: int = Field(1 << 20, ge=0)
     pii_workers: int | None = Field(None, ge=0)
 
@@ -31,4 +48,5 @@ class DatasetSettings(BaseSettings):
         from finetune.stream import StreamConfig
 
         return StreamConfig(duckdb_memory=self.duckdb_memory, sort_rows=self.sort_rows,
-                            memory_keys=self.memory_keys or None, pii_workers=self.pii_workers)
+                            partition_answers=self.partition_answers, memory_keys=self.memory_keys or None,
+                            pii_workers=self.pii_workers)

@@ -104,10 +104,16 @@ def answer_filter(sel: Selection, params: list, alias: str = "i") -> str:
     return " AND ".join(c for c in clauses if c != "TRUE") or "TRUE"
 
 
-def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+def _part(column: str, partition: tuple[int, int] | None) -> str:
+    """SQL condition: the message id ``column`` falls in hash partition ``(k, of)`` (``TRUE`` for None)."""
+    return "TRUE" if partition is None else f"hash({column}) % {int(partition[1])} = {int(partition[0])}"
+
+
+def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
+                    partition: tuple[int, int] | None = None) -> None:
     """Temp views over the selected feedback: ``fb`` (source filter), ``per_answer`` (one row per
     answer: mean rating over the criteria, thumbs, preference wins, latest correction, and the
-    mean of each safety label)."""
+    mean of each safety label; only the answers of hash ``partition`` ``(k, of)`` when given)."""
     sel, params = spec.selection, []
     src = _in("feedback_source", list(sel.feedback_sources), params)
     con.execute(f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM feedback WHERE {src}", params)
@@ -127,21 +133,22 @@ def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
                    count(*) FILTER (WHERE kind = 'thumb' AND thumb = 'down') AS downs,
                    arg_max(correction, occurred_at) FILTER (WHERE kind = 'correction') AS correction
                    {label_cols}
-            FROM fb WHERE message_id IS NOT NULL GROUP BY message_id)""")
+            FROM fb WHERE message_id IS NOT NULL AND {_part("message_id", partition)} GROUP BY message_id)""")
 
 
 ANSWER_COLS = "i.conversation_id, i.message_id, i.prompt, i.response, i.source, i.app, i.model, i.prompt_version"
 
 
-def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
+def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
+              partition: tuple[int, int] | None = None) -> tuple[str, list]:
     """The SQL and bound values of the SFT candidates (creates its temp views on ``con``). Columns:
     conversation_id, message_id, prompt (list of {role, content}), response (the correction where there
     is one), corrected, origin (why it qualified, comma-joined), source, app, model, prompt_version,
-    unsafe. Unordered (see :data:`SORT_KEYS`)."""
+    unsafe. Unordered (see :data:`SORT_KEYS`); only the answers of hash ``partition`` ``(k, of)`` when given."""
     sel = spec.selection
-    _feedback_views(con, spec)
+    _feedback_views(con, spec, partition)
     params: list = []
-    where = answer_filter(sel, params)
+    where = f"{answer_filter(sel, params)} AND {_part('i.message_id', partition)}"
     reasons = [f"CASE WHEN a.rating >= {float(sel.min_rating)} THEN 'rating' END"]
     if sel.use_thumbs:
         reasons.append("CASE WHEN a.ups > a.downs THEN 'thumbs' END")
@@ -153,7 +160,8 @@ def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, l
     response = "coalesce(a.correction, i.response)" if sel.use_corrections else "i.response"
     return f"""
         WITH w AS (SELECT chosen_message_id AS message_id, count(*) AS wins FROM fb
-                   WHERE kind = 'preference' AND NOT coalesce(preference_tie, false) GROUP BY 1)
+                   WHERE kind = 'preference' AND NOT coalesce(preference_tie, false)
+                         AND {_part("chosen_message_id", partition)} GROUP BY 1)
         SELECT * FROM (
             SELECT {ANSWER_COLS.replace('i.response', f'{response} AS response')},
                    {('a.correction IS NOT NULL' if sel.use_corrections else 'false')} AS corrected,
@@ -212,13 +220,14 @@ def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple
         WHERE {where}""", params
 
 
-def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
+def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
+              partition: tuple[int, int] | None = None) -> tuple[str, list]:
     """The SQL and bound values of the answers with thumbs. Columns: conversation_id, message_id, prompt,
     response, label (bool), source, app, model, prompt_version, unsafe, and ``tied`` (as many ups as
-    downs: rows to drop and count)."""
-    _feedback_views(con, spec)
+    downs: rows to drop and count). Only the answers of hash ``partition`` ``(k, of)`` when given."""
+    _feedback_views(con, spec, partition)
     params: list = []
-    where = answer_filter(spec.selection, params)
+    where = f"{answer_filter(spec.selection, params)} AND {_part('i.message_id', partition)}"
     return f"""
         SELECT {ANSWER_COLS}, a.ups > a.downs AS label, a.ups = a.downs AS tied, coalesce(a.unsafe, false) AS unsafe
         FROM interactions i JOIN per_answer a USING (message_id)
@@ -240,11 +249,41 @@ DROPPED_FLAG = {"sft": None, "preference": ("conflicting", "conflicting pairs dr
 """Per format: the query's flag column of rows dropped before ``selected``, and the card's name for them."""
 
 
-def candidate_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, ordered: bool = True) -> tuple[str, list]:
+PARTITIONED = ("sft", "kto")
+"""Formats whose candidates are single answers, joined to their feedback by message id only: their query can
+run in hash partitions of the message ids (:func:`answer_partitions`), each holding the feedback aggregates of
+its own answers only. A preference pair joins two answers (and pairs judged both ways), so it runs whole."""
+
+ANSWER_BYTES = 256
+"""Memory DuckDB takes per answer for the per-answer feedback its joins hold in hash tables (measured: 251 MiB
+for 1,022,560 answers of the 2 M-conversation bench lake, at its peak), which it cannot spill."""
+
+
+def answer_partitions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, answers_per_partition: int) -> int:
+    """How many hash partitions of the message ids the format's query runs in so that each aggregates the
+    feedback of at most ``answers_per_partition`` answers: the selected feedback's distinct message ids over
+    it, rounded up; 1 for a format not in :data:`PARTITIONED`. Each partition's query reads the whole lake
+    again. Raises ``ValueError`` for ``answers_per_partition`` < 1."""
+    if answers_per_partition < 1:
+        raise ValueError("answers_per_partition must be at least 1")
+    if spec.format not in PARTITIONED:
+        return 1
+    _feedback_views(con, spec)
+    answers = int(con.execute("SELECT count(DISTINCT message_id) FROM fb").fetchone()[0])
+    return max(1, -(-answers // int(answers_per_partition)))
+
+
+def candidate_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, ordered: bool = True,
+                    partition: tuple[int, int] | None = None) -> tuple[str, list]:
     """SQL and bound values of the format's candidates, in :data:`SORT_KEYS` order when ``ordered`` (the
     streaming build sorts them itself: :mod:`finetune.extsort`); see :data:`DROPPED_FLAG` for the flag column
-    to filter. Raises DatasetError as the format's query does."""
-    sql, params = {"sft": sft_query, "preference": preference_query, "kto": kto_query}[spec.format](con, spec)
+    to filter. ``partition`` ``(k, of)``: only the candidates of the ``k``-th of ``of`` hash partitions of the
+    message ids (formats in :data:`PARTITIONED`; the partitions' rows together are the whole query's).
+    Raises DatasetError as the format's query does, ``ValueError`` for a partition of another format."""
+    if partition is not None and spec.format not in PARTITIONED:
+        raise ValueError(f"{spec.format} candidates are not partitioned (see PARTITIONED)")
+    query = {"sft": sft_query, "preference": preference_query, "kto": kto_query}[spec.format]
+    sql, params = query(con, spec, partition) if partition is not None else query(con, spec)
     if ordered:
         keys = ", ".join(f"{name} {'DESC' if order == 'descending' else 'ASC'} NULLS LAST"
                          for name, order in SORT_KEYS[spec.format])

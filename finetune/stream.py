@@ -19,8 +19,12 @@
    from the start of pass 1, over the whole selection in chunks of record batches, so pass 2 mostly finds its
    chunks done; small builds redact in this process, chunk by chunk as pass 2 reaches them.
 
-Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it); the sort holds a
-run or range of ``sort_rows`` rows; pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
+Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it), but holds the hash
+table of its joins with the per-answer feedback in memory whatever the cap: ``sft`` and ``kto`` candidates are
+selected in hash partitions of the answers when there are more than half of ``duckdb_memory`` holds
+(``partition_answers``; the ``preference`` query runs whole);
+the sort holds a run or range of ``sort_rows`` rows (and of each run's first key only while finding where
+the ranges end in it); pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
 each in memory (12 bytes a key), the rest on disk (3 to 5 bytes a key stay in memory for the Bloom filters
 and fences: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
 cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
@@ -49,6 +53,7 @@ import pyarrow.parquet as pq
 
 from finetune import extsort, select
 from finetune.cleaning import ANSWERS, Cleaner, prompt_parts, step_names, string_column
+from finetune.config import memory_bytes
 from finetune.errors import DatasetError
 from finetune.exports import EXPORT_FORMATS, SCHEMAS, export_lines, format_rows, line_shape
 from finetune.prefetch import prefetch
@@ -68,7 +73,11 @@ class StreamConfig:
     ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per run and range of
     the selection's external sort (memory scales with it too). ``memory_keys``: keys each of pass 1's key
     indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
-    None: all in memory). ``duckdb_memory``: DuckDB's
+    None: all in memory). ``partition_answers``: answers whose feedback one selection query aggregates
+    (DuckDB holds it in hash tables it cannot spill, :data:`finetune.select.ANSWER_BYTES` each; None: as many
+    as half of ``duckdb_memory`` holds): ``sft`` and ``kto`` candidates of more answers are selected in hash
+    partitions of the message ids, each reading the whole lake (:func:`finetune.select.answer_partitions`).
+    ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` selected rows,
     else one per CPU core, at most 4); they redact the selection ahead, in chunks of whole record batches of
@@ -78,6 +87,7 @@ class StreamConfig:
 
     batch_rows: int = 8192
     sort_rows: int = 32_768
+    partition_answers: int | None = None
     memory_keys: int | None = 1 << 20
     duckdb_memory: str = "512MB"
     duckdb_threads: int | None = None
@@ -85,6 +95,13 @@ class StreamConfig:
     pii_pool_min_rows: int = 50_000
     pii_chunk_rows: int = 8192
     prepare_threads: int = 2
+
+    def answers_per_query(self) -> int:
+        """``partition_answers``, or half of ``duckdb_memory`` over :data:`finetune.select.ANSWER_BYTES`.
+        Raises ``ValueError`` for a malformed ``duckdb_memory``."""
+        if self.partition_answers is not None:
+            return self.partition_answers
+        return max(1, memory_bytes(self.duckdb_memory) // (2 * select.ANSWER_BYTES))
 
 
 @dataclass
@@ -145,7 +162,8 @@ def _release_memory() -> None:
 def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) -> tuple[Path, list[int]]:
     """Write the candidates in stream order to ``folder/selected.arrow`` (Arrow IPC, record batches of
     ``batch_rows``); returns the path and the batches' sizes. DuckDB streams the candidate query's rows
-    unsorted (spilling beyond ``duckdb_memory``) into :class:`finetune.extsort.ExternalSort`, which orders
+    unsorted (spilling beyond ``duckdb_memory``; in hash partitions of the answers when they are more than
+    :meth:`StreamConfig.answers_per_query`) into :class:`finetune.extsort.ExternalSort`, which orders
     them in runs and ranges of about ``sort_rows`` rows."""
     spill = folder / ".duckdb_tmp"
     selected = folder / _SELECTED
@@ -154,12 +172,18 @@ def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) 
     try:
         con.execute(f"SET temp_directory = '{spill}'")
         con.execute("SET preserve_insertion_order = false")
-        sql, params = select.candidate_query(con, spec, ordered=False)
-        reader = con.execute(sql, params).to_arrow_reader(int(config.batch_rows))
-        sorter = extsort.ExternalSort(reader.schema, select.SORT_KEYS[spec.format], folder / ".sort_tmp",
-                                      bucket_rows=config.sort_rows)
-        for batch in reader:
-            sorter.add(batch)
+        # DuckDB keeps the lake files it reads in memory for re-reads; a build reads each once
+        con.execute("SET enable_external_file_cache = false")
+        parts = select.answer_partitions(con, spec, config.answers_per_query())
+        for k in range(parts):
+            sql, params = select.candidate_query(con, spec, ordered=False, partition=(k, parts) if parts > 1 else None)
+            reader = con.execute(sql, params).to_arrow_reader(int(config.batch_rows))
+            if sorter is None:
+                sorter = extsort.ExternalSort(reader.schema, select.SORT_KEYS[spec.format], folder / ".sort_tmp",
+                                              bucket_rows=config.sort_rows)
+            for batch in reader:
+                sorter.add(batch)
+            del reader
     except BaseException:
         if sorter is not None:
             sorter.close()
@@ -167,6 +191,7 @@ def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) 
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+    _release_memory()  # DuckDB's freed memory, which Arrow's pool cannot reuse
     return selected, sorter.finish(selected, config.batch_rows)
 
 

@@ -231,6 +231,44 @@ def test_the_external_sort_gives_duckdbs_order_by(lake, tmp_path, fmt):
     assert got.to_pylist() == expected.to_pylist()
 
 
+@pytest.mark.parametrize("fmt", ["sft", "kto"])
+def test_the_selection_in_hash_partitions_gives_the_whole_querys_rows(lake, fmt):
+    """With at most 1,500 answers a query, the candidates are selected in hash partitions of the message ids:
+    every partition holds rows, no row is in two, and together they are the rows of the whole query."""
+    import pyarrow as pa
+
+    from finetune import select
+
+    stack, _ = lake
+    spec = parse_spec({"name": f"parts-{fmt}", "format": fmt, "cleaning": {"pii": False}})
+    con, _ = select.open_lake(stack.catalog())
+    try:
+        assert select.answer_partitions(con, spec, 10**9) == 1
+        parts = select.answer_partitions(con, spec, 1_500)
+        tables = [con.execute(*select.candidate_query(con, spec, ordered=False, partition=(k, parts)))
+                  .fetch_arrow_table() for k in range(parts)]
+        whole = con.execute(*select.candidate_query(con, spec, ordered=False)).fetch_arrow_table()
+        with pytest.raises(ValueError):
+            select.candidate_query(con, parse_spec({"name": "p", "format": "preference"}), partition=(0, 2))
+    finally:
+        con.close()
+    assert parts >= 3 and all(t.num_rows for t in tables)
+    assert sum(t.num_rows for t in tables) == whole.num_rows > 1_000
+    keys = list(select.SORT_KEYS[fmt])
+    assert pa.concat_tables(tables).sort_by(keys).to_pylist() == whole.sort_by(keys).to_pylist()
+
+
+def test_a_duckdb_memory_size_gives_the_answers_one_query_holds():
+    """Half of ``duckdb_memory`` over 256 bytes an answer (MB as DuckDB reads it, 10**6 bytes), unless set."""
+    from finetune.config import memory_bytes
+
+    assert memory_bytes("512MB") == 512 * 10**6 and memory_bytes("1.5GiB") == 3 * 2**29
+    assert stream.StreamConfig().answers_per_query() == 512 * 10**6 // 512
+    assert stream.StreamConfig(partition_answers=7).answers_per_query() == 7
+    with pytest.raises(ValueError):
+        memory_bytes("512 apples")
+
+
 def test_the_external_sort_orders_unicode_and_nulls_as_duckdb(tmp_path, data_dir):
     """Real oasst1 message texts (their non-ASCII ones first) and nulls as the first key, sorted in runs and
     ranges: the order of DuckDB's ``ORDER BY text NULLS LAST`` (code-point order)."""
@@ -272,11 +310,13 @@ def test_the_external_sort_refuses_a_descending_first_key_and_keeps_ties_in_orde
 @pytest.mark.parametrize("fmt, pii", [("preference", False), ("kto", True)])
 def test_key_indexes_on_disk_give_the_same_dataset(lake, fmt, pii):
     """A build whose key indexes (pass 1's, and the PII text keys') keep at most 2,000 keys each in memory (the
-    rest in disk runs) writes the same bytes, and counts the same PII, as one that keeps everything in memory."""
+    rest in disk runs) and whose selection runs in partitions of 1,500 answers (kto; preference runs whole)
+    writes the same bytes, and counts the same PII, as one that keeps everything in memory in one query."""
     stack, _ = lake
     cleaning = {"pii": pii, "pii_entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS"]}
     spec = parse_spec({"name": f"spill-{fmt}", "format": fmt, "cleaning": cleaning})
-    on_disk = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, memory_keys=2_000))
+    on_disk = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, memory_keys=2_000,
+                                                                                 partition_answers=1_500))
     files = {p.relative_to(on_disk.files): p.read_bytes() for p in on_disk.files.rglob("*.*") if p.is_file()}
     assert on_disk.report.state_disk_bytes > 100_000
     in_memory = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, memory_keys=None))
@@ -300,8 +340,10 @@ def test_the_memory_knobs_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("FLYWHEEL_DATASET_MEMORY_KEYS", "0")
     monkeypatch.setenv("FLYWHEEL_DATASET_SORT_ROWS", "1000")
     monkeypatch.setenv("FLYWHEEL_DATASET_DUCKDB_MEMORY", "2GB")
+    monkeypatch.setenv("FLYWHEEL_DATASET_PARTITION_ANSWERS", "5000")
     config = DatasetSettings().stream_config()
-    assert (config.memory_keys, config.sort_rows, config.duckdb_memory) == (None, 1000, "2GB")
+    assert (config.memory_keys, config.sort_rows, config.duckdb_memory, config.partition_answers) \
+        == (None, 1000, "2GB", 5000)
     monkeypatch.setenv("FLYWHEEL_DATASET_DUCKDB_MEMORY", "2GB'; DROP")
     with pytest.raises(ValidationError):
         DatasetSettings()
