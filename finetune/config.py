@@ -31,9 +31,9 @@ class DatasetSettings(BaseSettings):
     the streaming build, none of which changes what is written (:class:`finetune.stream.StreamConfig`):
     ``duckdb_memory`` (DuckDB's cap during the selection, e.g. ``"512MB"``), ``sort_rows`` (rows per bucket
     of the selection's sort), ``partition_answers`` (answers whose feedback one selection query aggregates;
-    more are selected in hash partitions; unset: as many as half of ``duckdb_memory`` holds), ``memory_keys`` (keys each dedup index keeps in memory before writing runs
-    to disk; 0 keeps all in memory) and ``pii_workers`` (PII processes; unset: one per core, at most 4,
-    for large builds)."""
+    more are selected in hash partitions; unset: as many as half of ``duckdb_memory`` holds),
+    ``memory_keys`` (keys each dedup index keeps in memory before writing runs to disk; 0 keeps all in
+    memory) and ``pii_workers`` (PII processes; unset: one per core, at most 4, for large builds)."""
 
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_DATASET_")
     root: Path = Field(default_factory=lambda: flywheel_home() / "datasets")

@@ -20,11 +20,10 @@
    chunks done; small builds redact in this process, chunk by chunk as pass 2 reaches them.
 
 Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it), but holds the hash
-table of its joins with the per-answer feedback in memory whatever the cap: ``sft`` and ``kto`` candidates are
-selected in hash partitions of the answers when there are more than half of ``duckdb_memory`` holds
-(``partition_answers``; the ``preference`` query runs whole);
-the sort holds a run or range of ``sort_rows`` rows (and of each run's first key only while finding where
-the ranges end in it); pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
+tables of its joins with the per-answer feedback in memory whatever the cap, so ``sft`` and ``kto`` candidates
+are selected in hash partitions of the answers when they are more than half of ``duckdb_memory`` holds
+(``partition_answers``; the ``preference`` query runs whole); the sort holds a run or range of ``sort_rows``
+rows (:mod:`finetune.extsort`); pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
 each in memory (12 bytes a key), the rest on disk (3 to 5 bytes a key stay in memory for the Bloom filters
 and fences: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
 cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
