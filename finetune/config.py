@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import ByteSize, Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedback.config import flywheel_home
@@ -13,16 +13,13 @@ from feedback.config import flywheel_home
 MEMORY_SIZE = r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
 """A DuckDB memory size as the settings take it: ``512MB``, ``1.5GiB``."""
 
-_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-
 
 def memory_bytes(size: str) -> int:
     """Bytes of a :data:`MEMORY_SIZE` such as ``"512MB"`` (10**6 bytes a MB, as DuckDB reads it) or
-    ``"1.5GiB"``. Raises ``ValueError`` for another form."""
-    match = re.match(MEMORY_SIZE, size)
-    if not match:
+    ``"1.5GiB"``, as pydantic's ``ByteSize`` reads them. Raises ``ValueError`` for another form."""
+    if not re.match(MEMORY_SIZE, size):
         raise ValueError(f"not a memory size: {size!r} (e.g. 512MB, 2GiB)")
-    return int(float(size[:match.start(2)].strip()) * _UNITS[match.group(2)])
+    return int(TypeAdapter(ByteSize).validate_python(size))
 
 
 class DatasetSettings(BaseSettings):

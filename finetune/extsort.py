@@ -59,12 +59,12 @@ def read_batches(path: Path, columns: Sequence[str] | None = None, batches: Sequ
     given), with only ``columns`` when given (the others are not decompressed). Raises what pyarrow raises
     for a missing or unreadable file and ``KeyError`` for an unknown column."""
     with pa.OSFile(str(path)) as source:  # read, not mapped: mapped pages would count as this process's memory
-        schema = pa.ipc.open_file(source).schema
-        options = None
-        if columns is not None:
-            options = pa.ipc.IpcReadOptions(included_fields=[schema.names.index(c) if c in schema.names
-                                                             else _unknown(c) for c in columns])
-        reader = pa.ipc.open_file(source, options=options)
+        reader = pa.ipc.open_file(source)
+        if columns is not None:  # the field indexes come from the footer: read it again with them
+            names = reader.schema.names
+            options = pa.ipc.IpcReadOptions(included_fields=[names.index(c) if c in names else _unknown(c)
+                                                             for c in columns])
+            reader = pa.ipc.open_file(source, options=options)
         for i in (range(reader.num_record_batches) if batches is None else batches):
             yield reader.get_batch(i)
 
