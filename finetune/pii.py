@@ -28,7 +28,10 @@ per text: ~30 texts/s on oasst1 on a busy 2-core machine). What is done instead:
   ``BatchAnalyzerEngine`` does) and the results are passed to ``analyze(nlp_artifacts=...)``;
 * without PERSON, a text whose pattern results all reach the threshold and neither overlap nor touch is
   anonymized from those results directly: context enhancement (the reason spaCy runs) only raises
-  scores, and scores only matter between overlapping results, so the output is the analyzer's;
+  scores, and scores only matter between overlapping results, so the output is the analyzer's; results
+  below the threshold that context cannot raise (no trigger of their recognizer's context words in the
+  text: :func:`context_triggers`; e.g. IpRecognizer's bare ``::`` at 0.1 in ASCII art) are dropped first,
+  as the analyzer drops them before comparing results (spaCy took ~30 ms a text on such ASCII art);
 * a text reaches spaCy only if one of Presidio's pattern recognizers matches it at all (a text
   without ``@``, ``:`` or a digit cannot match any of them, so the recognizers only run on those);
   the phone and IP recognizers are Presidio's own behind exact pre-checks (:mod:`finetune.piigate`:
@@ -154,6 +157,46 @@ def _offline_email_recognizer(language: str) -> EntityRecognizer:
     return OfflineEmailRecognizer(supported_language=language)
 
 
+def context_triggers(nlp, words: Sequence[str]) -> tuple[str, ...] | None:
+    """Strings one of which a text must contain, lowercased, for a spaCy lemma of one of its tokens to hold
+    one of the context ``words`` (as a substring, lowercased, which is how Presidio's
+    ``LemmaContextAwareEnhancer`` matches context words); ``None`` where the pipeline ``nlp`` gives no such
+    bound.
+
+    spaCy's rule lemmatizer (``Lemmatizer.rule_lemmatize``, spaCy 3.8) gives a token the token's text, its
+    lowercased form, an exception of its lowercased form (``lemma_exc``), or the lowercased form with a suffix
+    replaced by a rule (``lemma_rules``); the attribute ruler may set fixed lemmas first. A lowercased text
+    holds its tokens' lowercased forms (Python lowercases character by character, but for the Greek final
+    sigma), so a word can be in a lemma where the text lacks it only through an exception (its form is then a
+    trigger, e.g. en_core_web_sm's ``comics`` -> ``comic_strip`` for ``ip``), a rule's replacement that starts
+    with the word's tail (the word's head is then a trigger) or holds the whole word, or a ruler lemma (no
+    bound). Also ``None`` for a pipeline with other lemma sources (another lemmatizer or mode, other
+    components)."""
+    from spacy.pipeline import Lemmatizer
+
+    known = {"tok2vec", "tagger", "attribute_ruler", "lemmatizer", "ner"}
+    if "lemmatizer" not in nlp.pipe_names or not set(nlp.pipe_names) <= known:
+        return None
+    lemmatizer = nlp.get_pipe("lemmatizer")
+    if (not isinstance(lemmatizer, Lemmatizer) or lemmatizer.mode != "rule"
+            or type(lemmatizer).rule_lemmatize is not Lemmatizer.rule_lemmatize):
+        return None
+    fixed = [str(p.get("attrs", {}).get("LEMMA", "")).lower() for p in nlp.get_pipe("attribute_ruler").patterns] \
+        if "attribute_ruler" in nlp.pipe_names else []
+    replacements = {new.lower() for rules in lemmatizer.lookups.get_table("lemma_rules", {}).values()
+                    for _, new in rules}
+    exceptions = [(form.lower(), [lemma.lower() for lemma in lemmas])
+                  for table in lemmatizer.lookups.get_table("lemma_exc", {}).values() for form, lemmas in table.items()]
+    triggers: dict[str, None] = {}
+    for word in (w.lower() for w in words):
+        if not word or any(word in lemma for lemma in fixed) or any(word in new for new in replacements):
+            return None
+        triggers[word] = None
+        triggers.update({word[:j]: None for j in range(1, len(word)) for new in replacements if new.startswith(word[j:])})
+        triggers.update({form: None for form, lemmas in exceptions if word not in form and any(word in l for l in lemmas)})
+    return tuple(triggers)
+
+
 class PiiRedactor:
     """Presidio analyzer + anonymizer, offline. Replaces each found span with ``"<ENTITY_TYPE>"``.
 
@@ -245,6 +288,8 @@ class PiiRedactor:
             (e, r) for e, r in zip(self.entities, recognizers, strict=True) if e not in _NER_ENTITIES
         ]
         self._pattern_recognizers = [r for _, r in self._pattern_recognizers_by_entity]
+        # per entity: what a text must hold for context to raise a score of its recognizer (None: unbounded)
+        self._context_triggers = {e: context_triggers(nlp, r.context or []) for e, r in self._pattern_recognizers_by_entity}
         registry = RecognizerRegistry(recognizers=recognizers, supported_languages=[self.language])
         self._nlp_engine = nlp_engine
         self._analyzer = AnalyzerEngine(
@@ -277,6 +322,21 @@ class PiiRedactor:
             return False
         spans = sorted((r.start, r.end) for r in results)
         return all(end < start for (_, end), (start, _) in zip(spans, spans[1:]))
+
+    def _raisable(self, text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+        """``results`` without those below the threshold that context enhancement cannot raise: no trigger of
+        their recognizer's context words (:func:`context_triggers`) is in the lowercased text. The analyzer
+        drops results below the threshold after context enhancement and before anything else compares them,
+        so these change nothing in its output."""
+        if all(r.score >= self.score_threshold for r in results):
+            return results
+        lowered = text.lower()
+
+        def raisable(result: RecognizerResult) -> bool:
+            triggers = self._context_triggers.get(result.entity_type)
+            return triggers is None or any(t in lowered for t in triggers)
+
+        return [r for r in results if r.score >= self.score_threshold or raisable(r)]
 
     def _anonymize(self, text: str, results: list[RecognizerResult]) -> tuple[str, dict[str, int]]:
         if not results:
@@ -347,10 +407,15 @@ class PiiRedactor:
                     )
                 skip = frozenset(e for e, mask in gates.items() if not mask[i]) if gates else frozenset()
                 results = self._pattern_results(text, skip)
-                if results and not self.uses_ner and self._context_free(results):
-                    redacted, counts = self._anonymize(text, results)
-                    self._count(report, i, out, redacted, counts, found)
-                elif results:
+                if results and not self.uses_ner:
+                    results = self._raisable(text, results)
+                    if not results:
+                        continue
+                    if self._context_free(results):
+                        redacted, counts = self._anonymize(text, results)
+                        self._count(report, i, out, redacted, counts, found)
+                        continue
+                if results:
                     full.append(i)
                 elif self.uses_ner:
                     ner_only.append(i)

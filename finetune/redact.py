@@ -14,7 +14,6 @@ by cleaning are redacted too, but not counted or written.
 
 from __future__ import annotations
 
-import functools
 import json
 import multiprocessing
 import os
@@ -57,12 +56,15 @@ def _init_worker(entities: list[str]) -> None:
     _WORKER_REDACTOR.append(PiiRedactor(entities=entities))
 
 
-def distinct_texts(table: pa.Table, answer_columns: tuple[str, ...]) -> pa.Array:
-    """The distinct non-blank texts of ``table``'s prompt messages and ``answer_columns`` (Arrow strings)."""
+def distinct_texts(table: pa.Table, answer_columns: tuple[str, ...], drop_blank: bool = True) -> pa.Array:
+    """The distinct non-null texts of ``table``'s prompt messages and ``answer_columns`` (Arrow strings), but
+    blank ones (empty or only whitespace) unless ``drop_blank`` is False."""
     _, _, contents = prompt_parts(table)
     texts = pa.concat_arrays([contents.cast(pa.string())]
                              + [string_column(table, a).cast(pa.string()) for a in answer_columns])
     distinct = pc.unique(pc.drop_null(texts))
+    if not drop_blank:
+        return distinct
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(distinct)), 0)
     return distinct.filter(pc.invert(blank))
 
@@ -74,14 +76,14 @@ def _redact_chunk(redactor, path: str, groups: list[int], answer_columns: tuple[
     :func:`finetune.piigate.arrow_candidates` keeps for one of them, each recognizer only where its own
     entity's gate is found."""
     table = pa.Table.from_batches(list(extsort.read_batches(Path(path), ["prompt", *answer_columns], groups)))
-    texts = distinct_texts(table, answer_columns)
+    # no gate finds a blank text: with gates, the gates drop them
+    texts = distinct_texts(table, answer_columns, drop_blank=gate is None)
     del table
     if gate is None:
         return redactor.redact_found(texts.to_pylist())
-    masks = {entity: arrow_candidates(texts, [entity]) for entity in gate}
-    anything = functools.reduce(pc.or_, masks.values())
-    texts = texts.filter(anything)
-    gates = {entity: mask.filter(anything).to_pylist() for entity, mask in masks.items()}
+    # one pass of all the gates over every text, then each entity's gate over the few texts found
+    texts = texts.filter(arrow_candidates(texts, gate))
+    gates = {entity: arrow_candidates(texts, [entity]).to_pylist() for entity in gate}
     return redactor.redact_found(texts.to_pylist(), gates)
 
 

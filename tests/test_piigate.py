@@ -66,6 +66,22 @@ def test_gated_phone_recognizer_returns_what_presidio_returns(texts):
     assert found >= 7  # the planted numbers at least: the comparison covers real matches
 
 
+def test_phone_gate_finds_what_its_unfactored_form_finds(texts):
+    """phone_gate takes the alternatives' first digit out in front: the spans found are those of the plain
+    alternation of the module doc (a run of k digits, or a digit and an x or extension word)."""
+    from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+
+    rng = random.Random(7)
+    sample = texts + [_phone_like(rng) for _ in range(3000)]
+    punct = f"[{_VALID_PUNCTUATION}]"
+    for k in (4, 6):
+        plain = re.compile(rf"\d(?:{punct}{{0,4}}\d){{{k - 1},}}|\d{punct}{{0,4}}x|"
+                           r"\d[ \u00a0\t,\-]*(?:;ext=|e?xt|x|ｅ?ｘｔ|int|ｉｎｔ|anexo|доб)", re.IGNORECASE)
+        spans = [[m.span() for m in phone_gate(k).finditer(t)] for t in sample]
+        assert spans == [[m.span() for m in plain.finditer(t)] for t in sample]
+        assert sum(map(bool, spans)) > 1000
+
+
 def test_phone_gate_holds_for_every_number_the_matcher_finds():
     """On generated phone-like strings (some of several lines), every region's matcher finds something only
     where that region's gate does, and the gated recognizer returns what Presidio's does; the bound is
@@ -188,9 +204,45 @@ def test_context_free_shortcut_gives_the_analyzers_output(texts):
     fast, fast_report = redactor.redact_many(texts + extra)
     shortcuts = sum(bool(r) and redactor._context_free(r) for r in map(redactor._pattern_results, texts))
     redactor._context_free = lambda results: False  # every text with a match through spaCy and the analyzer
+    redactor._context_triggers = {}  # (and no result dropped before it)
     full, full_report = redactor.redact_many(texts + extra)
     assert fast == full and fast_report == full_report
     assert shortcuts >= 15 and full_report.texts_changed >= 15  # the planted PII at least
+
+
+def test_results_context_cannot_raise_are_dropped_before_the_analyzer(texts):
+    """IpRecognizer scores a bare ``::`` 0.1, below the threshold unless a context word ("ip", "ipv4", "ipv6")
+    is among the lemmas of the 5 words before it. Where no trigger of those words is in the text, the result
+    is dropped without running spaCy (ASCII art, Haskell type signatures); where one is (the word itself, or en_core_web_sm's
+    exception ``comics`` -> ``comic_strip``), the analyzer runs; the output is the full path's on every text."""
+    from finetune.pii import context_triggers
+
+    redactor = PiiRedactor(entities=["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS"])
+    nlp = redactor._nlp_engine.nlp["en"]
+    assert context_triggers(nlp, ["ip"]) == ("ip", "comics")
+    assert context_triggers(nlp, []) == ()
+    art = [t for t in texts if "::" in t][:40]
+    extra = ["   ..::::::''\n  `-._ | _.-'  .::.", "map :: (a -> b) -> [a] -> [b]",
+             "the ip is :: for now", "I collect comics :: and more", "my comics: ::", "Call 212-555-0147 :: ok",
+             "COMICS ::", "IPv6 ::"]
+    analyzed: list[int] = []
+    run = redactor._analyze
+
+    def counting(indices, *args, **kwargs):
+        analyzed.extend(indices)
+        return run(indices, *args, **kwargs)
+
+    redactor._analyze = counting
+    fast, fast_report = redactor.redact_many(art + extra)
+    redactor._analyze = run
+    spared = [t for t in extra[:2] if redactor._pattern_results(t)]
+    assert len(spared) == 2 and not {len(art), len(art) + 1} & set(analyzed)  # matched, yet no spaCy
+    assert {len(art) + 2, len(art) + 3} <= set(analyzed)
+    redactor._context_triggers = {}
+    full, full_report = redactor.redact_many(art + extra)
+    assert fast == full and fast_report == full_report
+    assert "<IP_ADDRESS>" in full[len(art) + 2] and "<IP_ADDRESS>" in full[len(art) + 3]  # raised by context
+    assert full[len(art)] == extra[0] and full[len(art) + 1] == extra[1]
 
 
 def test_one_dry_run_stands_for_the_regions_that_find_nothing(texts):
