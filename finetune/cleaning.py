@@ -31,6 +31,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from finetune import dedup, select
+from finetune.columns import prompt_parts, string_column
 from finetune.keyindex import KeyIndex, mix64
 from finetune.neardup import Fingerprints, StreamingClusters, exact_keys
 from finetune.spec import DatasetSpec
@@ -46,21 +47,6 @@ def step_names(fmt: str) -> list[str]:
     return ["empty turns dropped"] + (["chosen == rejected dropped"] if fmt == "preference" else []) + [
         "safety-labelled dropped", "out-of-bounds lengths dropped", "exact duplicates dropped",
         "near-duplicates dropped"]
-
-
-def prompt_parts(table: pa.Table) -> tuple[np.ndarray, pa.Array, pa.Array]:
-    """``(offsets (n+1,), roles, contents)`` of the prompt lists (a null prompt is an empty one)."""
-    col = string_column(table, "prompt") if table.num_rows else pa.array([], table.schema.field("prompt").type)
-    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = pc.list_flatten(col)
-    offsets = np.concatenate(([0], np.cumsum(lengths)))
-    return offsets, flat.field("role"), flat.field("content")
-
-
-def string_column(table: pa.Table, name: str) -> pa.Array:
-    """Column ``name`` as one Arrow array (its only chunk as is: ``combine_chunks`` copies even one chunk)."""
-    col = table[name]
-    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
 
 
 def _blank(texts: pa.Array) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finetune.cleaning import prompt_parts, string_column
+from finetune.columns import prompt_parts, string_column
 
 __all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record", "export_lines", "line_shape"]
 

@@ -25,16 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from finetune import extsort
-from finetune.cleaning import prompt_parts, string_column
-from finetune.keyindex import KeyIndex
+from finetune.columns import prompt_parts, string_column
 from finetune.piigate import arrow_candidates
 
-__all__ = ["Redactor", "replace_texts"]
+__all__ = ["Redactor", "replace_texts", "start_workers"]
 
 _WORKER_REDACTOR: list = []
 
@@ -54,6 +52,18 @@ def _init_worker(entities: list[str]) -> None:
     from finetune.pii import PiiRedactor
 
     _WORKER_REDACTOR.append(PiiRedactor(entities=entities))
+
+
+def start_workers(entities: list[str], workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` (>= 1) spawned processes that each load a :class:`finetune.pii.PiiRedactor` for
+    ``entities`` (:func:`_init_worker`, ~2.5 CPU seconds), all started now: the build starts them while its
+    selection still runs, so that they are ready for :class:`Redactor`. The caller shuts the pool down (or
+    :meth:`Redactor.close` does)."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(list(entities),))
+    for _ in range(workers):  # the pool spawns a process per task submitted while none is idle
+        pool.submit(os.getpid)
+    return pool
 
 
 def distinct_texts(table: pa.Table, answer_columns: tuple[str, ...], drop_blank: bool = True) -> pa.Array:
@@ -115,13 +125,16 @@ def _text_keys(texts: pa.Array) -> np.ndarray:
     """A uint64 per text of a string array without nulls: Polars' ``Series.hash`` (vectorised, seed 0),
     the same within one Polars version, which is all the build needs (the keys never leave it); different
     texts collide with probability about 2**-64 per pair."""
+    import polars as pl  # here, not at the top: worker processes import this module and never need it
+
     return pl.from_arrow(texts).hash(seed=0).to_numpy()
 
 
 class Redactor:
     """Presidio redaction of the texts of the selection file ``selected`` (Arrow IPC, rows in stream order, in
     record batches of ``sizes`` rows), chunk by chunk of about ``chunk_rows`` rows (whole batches), started at once in ``workers`` processes
-    (``spawn``) or, with 0, run in this process when :meth:`batch_changes` first needs a chunk.
+    (``spawn``; ``pool``: those processes, already started by :func:`start_workers`, which :meth:`close` shuts
+    down) or, with 0, run in this process when :meth:`batch_changes` first needs a chunk.
 
     ``answer_columns``: the format's answer columns (besides the prompt messages). The 64-bit keys of the texts
     counted so far are kept in a :class:`finetune.keyindex.KeyIndex` (beyond ``memory_keys`` of them in runs
@@ -131,7 +144,9 @@ class Redactor:
 
     def __init__(self, entities: list[str], workers: int, selected: Path, sizes: list[int],
                  answer_columns: tuple[str, ...], chunk_rows: int, folder: Path | None = None,
-                 memory_keys: int = 1 << 20) -> None:
+                 memory_keys: int = 1 << 20, pool: ProcessPoolExecutor | None = None) -> None:
+        from finetune.keyindex import KeyIndex  # here: worker processes import this module and never need it
+
         self.workers = workers
         self.answer_columns = tuple(answer_columns)
         self.seen = KeyIndex(folder, memory_keys)
@@ -150,11 +165,10 @@ class Redactor:
         starts = np.concatenate(([0], np.cumsum(sizes))).astype(int)
         args = [(str(selected), groups, self.answer_columns, gate) for groups in chunks]
         self.results = selected.parent / ".pii_found"
-        if workers:
+        if self.workers:
             self.local = None
             self.results.mkdir(exist_ok=True)
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(list(entities),))
+            self.pool = pool if pool is not None else start_workers(entities, self.workers)
             jobs: list = [self.pool.submit(_redact_chunk_job, *a, str(self.results / f"{i}.arrow"))
                           for i, a in enumerate(args)]
         else:

@@ -16,8 +16,9 @@
 4. **Pass 2** re-reads the selection, keeps the rows pass 1 kept, applies the PII redaction of each batch's
    distinct texts, and appends each split to ``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl``
    (:mod:`finetune.exports`). For large builds Presidio (:mod:`finetune.redact`) runs in worker processes
-   from the start of pass 1, over the whole selection in chunks of record batches, so pass 2 mostly finds its
-   chunks done; small builds redact in this process, chunk by chunk as pass 2 reaches them.
+   (started, and loading Presidio, during the selection) from the start of pass 1, over the whole selection in
+   chunks of record batches, so pass 2 mostly finds its chunks done; small builds redact in this process,
+   chunk by chunk as pass 2 reaches them.
 
 Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it), but holds the hash
 tables of its joins with the per-answer feedback in memory whatever the cap, so ``sft`` and ``kto`` candidates
@@ -40,7 +41,7 @@ import os
 import shutil
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finetune import extsort, select
-from finetune.cleaning import ANSWERS, Cleaner, prompt_parts, step_names, string_column
+from finetune.cleaning import ANSWERS, Cleaner, step_names
+from finetune.columns import prompt_parts, string_column
 from finetune.config import memory_bytes
 from finetune.errors import DatasetError
 from finetune.exports import EXPORT_FORMATS, SCHEMAS, export_lines, format_rows, line_shape
 from finetune.prefetch import prefetch
-from finetune.redact import Redactor, replace_texts
+from finetune.redact import Redactor, replace_texts, start_workers
 from finetune.spec import DatasetSpec
 from finetune.splits import SPLITS, split_indices
 
@@ -79,8 +81,10 @@ class StreamConfig:
     ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` selected rows,
-    else one per CPU core, at most 4); they redact the selection ahead, in chunks of whole record batches of
-    about ``pii_chunk_rows`` rows (a worker's memory scales with it). ``prepare_threads``: threads
+    else one per CPU core, at most 4); they are started while the selection streams, as soon as it is known
+    to need them (loading Presidio takes each ~2.5 CPU seconds, which the selection leaves idle), and redact the
+    selection ahead from the start of pass 1, in chunks of whole record batches of about ``pii_chunk_rows`` rows
+    (a worker's memory scales with it). ``prepare_threads``: threads
     computing pass 1's cleaning masks and fingerprints ahead of the batch being deduplicated (at most one per CPU core).
     """
 
@@ -158,12 +162,14 @@ def _release_memory() -> None:
         pass
 
 
-def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) -> tuple[Path, list[int]]:
+def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig,
+            on_rows=lambda rows: None) -> tuple[Path, list[int]]:
     """Write the candidates in stream order to ``folder/selected.arrow`` (Arrow IPC, record batches of
     ``batch_rows``); returns the path and the batches' sizes. DuckDB streams the candidate query's rows
     unsorted (spilling beyond ``duckdb_memory``; in hash partitions of the answers when they are more than
     :meth:`StreamConfig.answers_per_query`) into :class:`finetune.extsort.ExternalSort`, which orders
-    them in runs and ranges of about ``sort_rows`` rows."""
+    them in runs and ranges of about ``sort_rows`` rows. ``on_rows(n)`` is called with the rows streamed so far,
+    first with 0 and then after each batch."""
     spill = folder / ".duckdb_tmp"
     selected = folder / _SELECTED
     con = con_factory(config.duckdb_memory, config.duckdb_threads)
@@ -174,6 +180,8 @@ def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) 
         # DuckDB keeps the lake files it reads in memory for re-reads; a build reads each once
         con.execute("SET enable_external_file_cache = false")
         parts = select.answer_partitions(con, spec, config.answers_per_query())
+        streamed = 0
+        on_rows(streamed)
         for k in range(parts):
             sql, params = select.candidate_query(con, spec, ordered=False, partition=(k, parts) if parts > 1 else None)
             reader = con.execute(sql, params).to_arrow_reader(int(config.batch_rows))
@@ -182,6 +190,8 @@ def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig) 
                                               bucket_rows=config.sort_rows)
             for batch in reader:
                 sorter.add(batch)
+                streamed += batch.num_rows
+                on_rows(streamed)
             del reader
     except BaseException:
         if sorter is not None:
@@ -203,31 +213,57 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
     """
     folder.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
+    pool: list = []  # the PII worker pool, once started
+
+    def on_rows(rows: int) -> None:
+        # PII workers load Presidio while the selection runs, once it is known to need them
+        if not pool and spec.cleaning.pii and _pii_workers(config, rows):
+            pool.append(start_workers(list(spec.cleaning.pii_entities), _pii_workers(config, rows)))
+
     started = time.perf_counter()
-    selected, sizes = _select(con_factory, spec, folder, config)
+    try:
+        selected, sizes = _select(con_factory, spec, folder, config, on_rows)
+    except BaseException:
+        if pool:
+            pool[0].shutdown(wait=True, cancel_futures=True)
+        raise
     seconds["select"] = time.perf_counter() - started
     memory = {"select": _peak_rss_mb()}
     _release_memory()
     _reset_peak_rss()
     try:
-        return _passes(spec, folder, config, selected, sizes, seconds, memory)
+        return _passes(spec, folder, config, selected, sizes, seconds, memory, pool[0] if pool else None)
     finally:
         selected.unlink(missing_ok=True)
 
 
+def _pii_workers(config: StreamConfig, rows: int) -> int:
+    """PII worker processes for a selection of ``rows`` rows (so far): ``config.pii_workers``, or none below
+    ``pii_pool_min_rows`` rows and one per CPU core, at most 4, from there."""
+    if config.pii_workers is not None:
+        return config.pii_workers
+    return 0 if rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
+
+
 def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Path, sizes: list[int],
-            seconds: dict[str, float], memory: dict[str, int | None]) -> StreamStats:
+            seconds: dict[str, float], memory: dict[str, int | None], pool: ProcessPoolExecutor | None) -> StreamStats:
     fmt = spec.format
     state = folder / ".state"
     # key indexes (pass 1's and the PII text keys) keep memory_keys keys in memory, the rest under `state`
     spill, memory_keys = (state, config.memory_keys) if config.memory_keys is not None else (None, 0)
     selected_rows = sum(sizes)
-    workers = config.pii_workers
-    if workers is None:
-        workers = 0 if selected_rows < config.pii_pool_min_rows else min(4, os.cpu_count() or 1)
-    # PII redaction of the whole selection starts now, in the workers, while pass 1 cleans it
-    redactor = (Redactor(list(spec.cleaning.pii_entities), workers, selected, sizes, ANSWERS[fmt],
-                         config.pii_chunk_rows, spill, memory_keys) if spec.cleaning.pii and selected_rows else None)
+    # PII redaction of the whole selection starts now, in the workers (started by the selection: `pool`), while
+    # pass 1 cleans it
+    try:
+        redactor = (Redactor(list(spec.cleaning.pii_entities), _pii_workers(config, selected_rows), selected, sizes,
+                             ANSWERS[fmt], config.pii_chunk_rows, spill, memory_keys, pool)
+                    if spec.cleaning.pii and selected_rows else None)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    if redactor is None and pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
     try:
         return _clean_and_write(spec, folder, config, selected, seconds, memory, redactor, spill, memory_keys)
     finally:

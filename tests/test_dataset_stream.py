@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from finetune import build, dedup, kernels, stream
+from finetune.errors import DatasetError
 from finetune.keyindex import _PROBES, DiskRun, KeyIndex, mix64
 from finetune.neardup import StreamingClusters, _unique_pairs
 from finetune.spec import parse_spec
@@ -381,6 +382,36 @@ def test_pii_in_a_worker_ahead_of_the_batches_gives_the_same_dataset(lake):
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=redact._init_worker,
                              initargs=(["EMAIL_ADDRESS"],)) as pool:
         assert pool.submit(_heavy_modules_loaded).result() == []
+
+
+def test_pii_workers_start_during_the_selection_and_stop_with_the_build(lake, monkeypatch):
+    """The PII workers are spawned (and load Presidio) while the selection streams, once it has
+    ``pii_pool_min_rows`` rows, not after it; a build that selects nothing stops them again."""
+    import multiprocessing
+
+    from finetune import extsort, redact
+
+    stack, _ = lake
+    events: list[str] = []
+    start = redact.start_workers
+    finish = extsort.ExternalSort.finish
+    monkeypatch.setattr(stream, "start_workers", lambda *a: events.append("workers") or start(*a))
+    monkeypatch.setattr(extsort.ExternalSort, "finish", lambda self, *a: events.append("sorted") or finish(self, *a))
+    cleaning = {"pii": True, "pii_entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"]}
+    spec = parse_spec({"name": "pii-early", "format": "sft", "cleaning": cleaning,
+                       "selection": {"apps": ["tulu1_human_eval"]}})
+    built = build.build(stack.catalog(), spec, config=stream.StreamConfig(pii_pool_min_rows=100, batch_rows=100))
+    assert events == ["workers", "sorted"] and built.report.pii_workers >= 1
+    assert multiprocessing.active_children() == []
+    events.clear()
+    small = build.build(stack.catalog(), spec, config=stream.StreamConfig(pii_pool_min_rows=10**9))
+    assert events == ["sorted"] and small.report.pii_workers == 0
+    assert small.report.pii == built.report.pii and small.report.steps == built.report.steps
+    nothing = parse_spec({"name": "pii-none", "format": "sft", "cleaning": cleaning,
+                          "selection": {"apps": ["no-such-app"]}})
+    with pytest.raises(DatasetError):
+        build.build(stack.catalog(), nothing, config=stream.StreamConfig(pii_workers=1))
+    assert multiprocessing.active_children() == []
 
 
 def test_redact_found_with_gates_finds_what_it_finds_without(data_dir):
