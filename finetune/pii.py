@@ -288,8 +288,10 @@ class PiiRedactor:
             (e, r) for e, r in zip(self.entities, recognizers, strict=True) if e not in _NER_ENTITIES
         ]
         self._pattern_recognizers = [r for _, r in self._pattern_recognizers_by_entity]
-        # per entity: what a text must hold for context to raise a score of its recognizer (None: unbounded)
-        self._context_triggers = {e: context_triggers(nlp, r.context or []) for e, r in self._pattern_recognizers_by_entity}
+        # per entity: what a text must hold for context to raise a score of its recognizer (None: unbounded);
+        # only the path without PERSON (no spaCy on most texts) uses them
+        self._context_triggers = {} if self.uses_ner else {
+            e: context_triggers(nlp, r.context or []) for e, r in self._pattern_recognizers_by_entity}
         registry = RecognizerRegistry(recognizers=recognizers, supported_languages=[self.language])
         self._nlp_engine = nlp_engine
         self._analyzer = AnalyzerEngine(

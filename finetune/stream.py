@@ -41,6 +41,7 @@ import os
 import shutil
 import time
 from collections import Counter, deque
+from contextlib import ExitStack
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,28 +214,26 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
     """
     folder.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    pool: list = []  # the PII worker pool, once started
+    with ExitStack() as stack:  # shuts the PII workers down however the build ends
+        pool: list[ProcessPoolExecutor] = []
 
-    def on_rows(rows: int) -> None:
-        # PII workers load Presidio while the selection runs, once it is known to need them
-        if not pool and spec.cleaning.pii and _pii_workers(config, rows):
-            pool.append(start_workers(list(spec.cleaning.pii_entities), _pii_workers(config, rows)))
+        def on_rows(rows: int) -> None:
+            # PII workers load Presidio while the selection runs, once it is known to need them
+            workers = _pii_workers(config, rows) if spec.cleaning.pii else 0
+            if workers and not pool:
+                pool.append(start_workers(list(spec.cleaning.pii_entities), workers))
+                stack.callback(pool[0].shutdown, wait=True, cancel_futures=True)
 
-    started = time.perf_counter()
-    try:
+        started = time.perf_counter()
         selected, sizes = _select(con_factory, spec, folder, config, on_rows)
-    except BaseException:
-        if pool:
-            pool[0].shutdown(wait=True, cancel_futures=True)
-        raise
-    seconds["select"] = time.perf_counter() - started
-    memory = {"select": _peak_rss_mb()}
-    _release_memory()
-    _reset_peak_rss()
-    try:
-        return _passes(spec, folder, config, selected, sizes, seconds, memory, pool[0] if pool else None)
-    finally:
-        selected.unlink(missing_ok=True)
+        seconds["select"] = time.perf_counter() - started
+        memory = {"select": _peak_rss_mb()}
+        _release_memory()
+        _reset_peak_rss()
+        try:
+            return _passes(spec, folder, config, selected, sizes, seconds, memory, pool[0] if pool else None)
+        finally:
+            selected.unlink(missing_ok=True)
 
 
 def _pii_workers(config: StreamConfig, rows: int) -> int:
@@ -252,18 +251,11 @@ def _passes(spec: DatasetSpec, folder: Path, config: StreamConfig, selected: Pat
     # key indexes (pass 1's and the PII text keys) keep memory_keys keys in memory, the rest under `state`
     spill, memory_keys = (state, config.memory_keys) if config.memory_keys is not None else (None, 0)
     selected_rows = sum(sizes)
-    # PII redaction of the whole selection starts now, in the workers (started by the selection: `pool`), while
-    # pass 1 cleans it
-    try:
-        redactor = (Redactor(list(spec.cleaning.pii_entities), _pii_workers(config, selected_rows), selected, sizes,
-                             ANSWERS[fmt], config.pii_chunk_rows, spill, memory_keys, pool)
-                    if spec.cleaning.pii and selected_rows else None)
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    if redactor is None and pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # PII redaction of the whole selection starts now, in the workers (started by the selection: `pool`, shut
+    # down by `run`), while pass 1 cleans it
+    redactor = (Redactor(list(spec.cleaning.pii_entities), _pii_workers(config, selected_rows), selected, sizes,
+                         ANSWERS[fmt], config.pii_chunk_rows, spill, memory_keys, pool)
+                if spec.cleaning.pii and selected_rows else None)
     try:
         return _clean_and_write(spec, folder, config, selected, seconds, memory, redactor, spill, memory_keys)
     finally:
