@@ -15,7 +15,9 @@ the lake is setup, timed separately. Each build runs in a child process; its pea
 ``VmHWM``, and the PII worker processes' largest own ``VmHWM`` (sampled every 0.2 s while they run; their
 ``RUSAGE_CHILDREN`` peak would include the parent's memory at the moment it forked them) beside it. The spec is
 SFT over all answers but HH-RLHF harmless-base, with PII on for the pattern entities (e-mail, phone,
-card, IP); runs with ``--no-pii`` variants show what the pipeline costs without Presidio.
+card, IP); runs with ``--no-pii`` variants show what the pipeline costs without Presidio. After each build,
+the time to write its SageMaker JSONL export from the Parquet (``flywheel dataset export``, not part of a
+build) is reported apart (``export_sagemaker_s``).
 
     . .venv/bin/activate && python bench/dataset_bench.py                 # 1 copy and >= 1M conversations
     . .venv/bin/activate && python bench/dataset_bench.py --conversations 100000 --small-batch 1024
@@ -142,6 +144,13 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
     peak_mb = max([hwm // 1024, *built.report.phase_peak_rss_mb.values()])
     peaks.done.set()
     peaks.join()
+    # the JSONL export that every format has, written from the Parquet when asked (not part of a build)
+    from finetune.exports import write_export
+
+    started = time.perf_counter()
+    write_export(folder / "data", spec.format, "sagemaker", root / "export-sagemaker")
+    export_s = time.perf_counter() - started
+    export_bytes = sum(p.stat().st_size for p in (root / "export-sagemaker").iterdir())
     conversations = set()
     for name in ("train", "validation", "test"):
         conversations.update(pq.read_table(folder / "data" / f"{name}.parquet", columns=["conversation_id"])
@@ -152,10 +161,12 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
                       "state_mb": round(built.report.state_bytes / 2**20, 1), "steps": built.report.steps,
                       "splits": built.report.splits, "pii_report": built.report.pii,
                       "output_conversations": len(conversations),
-                      "bytes_written": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())}))
+                      "bytes_written": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+                      "export_sagemaker_s": round(export_s, 1), "export_sagemaker_bytes": export_bytes}))
     import shutil
 
     shutil.rmtree(folder)
+    shutil.rmtree(root / "export-sagemaker")
 
 
 def run_child(home: Path, spec: dict, batch_rows: int) -> dict:
@@ -215,8 +226,9 @@ def main() -> None:
     summary["uptime_end"] = uptime()
     base_runs = {r["variant"]: r for r in summary["runs"] if r["copies"] == 1}
     table = ["| copies | lake conversations | rows selected | rows kept | PII | batch | seconds | select / pass 1 / "
-             "pass 2 s | conv/s | peak RSS MB | PII workers' peak MB | state MB | time ratio | RSS ratio |",
-             "|" + "---|" * 14]
+             "pass 2 s | conv/s | peak RSS MB | PII workers' peak MB | state MB | time ratio | RSS ratio | "
+             "SageMaker JSONL export s (apart) |",
+             "|" + "---|" * 15]
     for r in summary["runs"]:
         ref = base_runs[r["variant"]]
         r["time_ratio"] = round(r["total_s"] / ref["total_s"], 1)
@@ -226,7 +238,7 @@ def main() -> None:
                      f"{' / '.join(str(r['phase_s'].get(p, '')) for p in ('select', 'pass 1', 'pass 2'))} | "
                      f"{r['lake_conversations_per_s']:,} | "
                      f"{r['peak_rss_mb']} | {r['pii_worker_peak_rss_mb']} | {r['state_mb']} | {r['time_ratio']} | "
-                     f"{r['rss_ratio']} |")
+                     f"{r['rss_ratio']} | {r['export_sagemaker_s']} |")
     summary["table"] = table
     summary["target"] = "1M conversations < 60 s, memory bounded by the batch size"
     print("\n".join(table))

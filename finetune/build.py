@@ -85,7 +85,7 @@ class _Splits(Mapping):
 
 @dataclass
 class Built:
-    """A built dataset version: its files (``files``: a folder with ``data/`` and ``exports/``, a private
+    """A built dataset version: its files (``files``: a folder with ``data/``, a private
     work folder until :func:`finetune.output.write` moves it), lineage and report. ``splits`` maps each
     split name to a DataFrame read from ``files`` on access (small datasets, tests)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -79,21 +78,15 @@ def dataset_show(version: str) -> None:
 @dataset_app.command("export")
 def dataset_export(version: str, to: str = typer.Option(..., "--to", help="openai | bedrock | sagemaker"),
                    out: Path = typer.Option(..., "--out", help="Folder to write <split>.jsonl into.")) -> None:
-    """Copy a version's JSONL export for a fine-tuning service to a folder."""
+    """Write a version's JSONL export for a fine-tuning service (from its Parquet splits) into a folder."""
     from feedback.lake.catalog import open_catalog
     from finetune import registry
-    from finetune.output import EXPORTS
+    from finetune.exports import write_export
 
     try:
         row = registry.get(open_catalog(), version)
+        rows = write_export(Path(row["path"]) / "data", row["format"], to, out)
     except FlywheelError as exc:
         _fail(exc)
-    if to not in EXPORTS:
-        _fail(ValueError(f"--to must be one of {', '.join(EXPORTS)}"))
-    source = Path(row["path"]) / "exports" / to
-    if not source.is_dir():
-        _fail(ValueError(f"{version} ({row['format']}) has no {to} export: that service takes no such format"))
-    out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.glob("*.jsonl")):
-        shutil.copyfile(path, out / path.name)
-        typer.echo(f"{out / path.name}")
+    for split, n in rows.items():
+        typer.echo(f"{out / f'{split}.jsonl'}\t{n} rows")

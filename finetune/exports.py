@@ -4,12 +4,16 @@
 :data:`SCHEMAS`; :func:`export_record` / :func:`export_lines` give each export target's
 record: OpenAI chat fine-tuning JSONL (``{"messages": ...}``; preference: ``input`` /
 ``preferred_output`` / ``non_preferred_output``, OpenAI's DPO format), Bedrock's conversation schema
-(``bedrock-conversation-2024``, SFT only) and SageMaker (TRL's own columns).
+(``bedrock-conversation-2024``, SFT only) and SageMaker (TRL's own columns). :func:`write_export` writes a
+target's files from a dataset version's Parquet splits, when asked (``flywheel dataset export``): a build
+stores only the Parquet splits, which hold everything the exports hold.
 """
 
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +22,8 @@ import pyarrow.compute as pc
 
 from finetune.columns import prompt_parts, string_column
 
-__all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record", "export_lines", "line_shape"]
+__all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record", "export_lines",
+           "line_shape", "write_export"]
 
 EXPORT_FORMATS = {"openai": ("sft", "preference"), "bedrock": ("sft",), "sagemaker": ("sft", "preference", "kto")}
 """Which formats each export target takes (OpenAI has no KTO, Bedrock's conversation format is SFT only)."""
@@ -192,3 +197,40 @@ def export_lines(fmt: str, targets: list[str], table: pa.Table) -> dict[str, byt
             lines = _bedrock_lines(string_column(table, "messages"))
         by_shape[shape] = out[t] = lines
     return out
+
+
+def write_export(data: Path, fmt: str, target: str, out: Path, batch_rows: int = 8192) -> dict[str, int]:
+    """Write ``out/<split>.jsonl`` for each split of a dataset version of format ``fmt`` whose Parquet splits
+    are ``data/<split>.parquet`` (:data:`SCHEMAS` columns, more allowed): one :func:`export_record` of
+    ``target`` a line, row order kept, read ``batch_rows`` rows at a time (memory scales with it, not with
+    the split). Each file is written beside its place and renamed into it, so a reader never sees half a
+    file. The same Parquet files give the same bytes. Returns rows written per split. Raises
+    ``finetune.errors.DatasetError`` for an unknown target, a target that takes no such format
+    (:data:`EXPORT_FORMATS`) or a missing split file."""
+    import pyarrow.parquet as pq
+
+    from finetune.errors import DatasetError
+    from finetune.splits import SPLITS
+
+    if target not in EXPORT_FORMATS:
+        raise DatasetError(f"unknown export target {target!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    if fmt not in EXPORT_FORMATS[target]:
+        raise DatasetError(f"{target} takes no {fmt!r} datasets (it takes {', '.join(EXPORT_FORMATS[target])})")
+    missing = [s for s in SPLITS if not (data / f"{s}.parquet").is_file()]
+    if missing:
+        raise DatasetError(f"no {', '.join(missing)} split under {data}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for split in SPLITS:
+        path, tmp = out / f"{split}.jsonl", out / f".{split}.jsonl.tmp"
+        rows[split] = 0
+        try:
+            with open(tmp, "wb") as fh:
+                source = pq.ParquetFile(data / f"{split}.parquet")
+                for batch in source.iter_batches(batch_rows, columns=list(_EXPORT_COLUMNS[fmt])):
+                    fh.write(export_lines(fmt, [target], pa.Table.from_batches([batch]))[target])
+                    rows[split] += batch.num_rows
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return rows

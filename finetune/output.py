@@ -1,15 +1,19 @@
-"""Write a built dataset version: Parquet splits (a Hugging Face ``DatasetDict``), exports, a card.
+"""Write a built dataset version: Parquet splits (a Hugging Face ``DatasetDict``), a card, the spec, lineage.
 
 Layout under ``<root>/<version>/``::
 
     data/train.parquet, data/validation.parquet, data/test.parquet   # TRL's columns + lineage columns
-    exports/openai/<split>.jsonl        # sft: {"messages"}; preference: {"input", "preferred_output", "non_preferred_output"}
-    exports/bedrock/<split>.jsonl       # sft: {"schemaVersion": "bedrock-conversation-2024", "system", "messages"}
-    exports/sagemaker/<split>.jsonl     # TRL's columns as JSON lines, what the Flywheel training script reads in SageMaker
     README.md                           # the dataset card: lineage, spec, counts per step, distributions
     spec.yaml, lineage.json
 
-Formats' sources: OpenAI fine-tuning chat and DPO JSONL (platform.openai.com/docs/guides/fine-tuning);
+The JSONL exports are written from the Parquet splits when asked (``flywheel dataset export <version> --to
+<target> --out <folder>``, :func:`finetune.exports.write_export`), into ``<folder>/<split>.jsonl``:
+
+    openai       # sft: {"messages"}; preference: {"input", "preferred_output", "non_preferred_output"}
+    bedrock      # sft: {"schemaVersion": "bedrock-conversation-2024", "system", "messages"}
+    sagemaker    # TRL's columns as JSON lines
+
+Fine-tune jobs read the Parquet splits themselves (:mod:`finetune.jobs`). Formats' sources: OpenAI fine-tuning chat and DPO JSONL (platform.openai.com/docs/guides/fine-tuning);
 Bedrock ``bedrock-conversation-2024`` (docs.aws.amazon.com/bedrock, "Prepare data for fine-tuning");
 TRL dataset formats (huggingface.co/docs/trl/dataset_formats). Files are written in a fixed order
 with fixed options, so the same rows give the same bytes.
@@ -25,9 +29,6 @@ from finetune.build import Built
 from finetune.exports import SCHEMAS
 from finetune.splits import SPLITS
 
-"""Column types per format: TRL's columns first, then the lineage columns."""
-EXPORTS = ("openai", "bedrock", "sagemaker")
-
 
 def write(built: Built, root: Path) -> Path:
     """Put ``built`` under ``root/<version>`` (replacing a partial or earlier write) with its card, spec and
@@ -38,12 +39,10 @@ def write(built: Built, root: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
-    for part in ("data", "exports"):
-        if (built.files / part).exists():
-            if built.staged:
-                shutil.move(str(built.files / part), str(tmp / part))
-            else:
-                shutil.copytree(built.files / part, tmp / part)
+    if built.staged:
+        shutil.move(str(built.files / "data"), str(tmp / "data"))
+    else:
+        shutil.copytree(built.files / "data", tmp / "data")
     (tmp / "spec.yaml").write_text(built.spec.canonical_yaml())
     (tmp / "lineage.json").write_text(json.dumps(lineage(built, built.exports), indent=2, sort_keys=True) + "\n")
     (tmp / "README.md").write_text(card(built, built.exports))
@@ -82,7 +81,8 @@ def card(built: Built, exports: dict[str, int]) -> str:
     for dim in ("source", "model", "app"):
         lines += ["", f"## By {dim}", "", "| split | " + dim + " | rows |", "|---|---|---|"]
         lines += [f"| {s} | {k} | {v:,} |" for s, d in r.distribution.items() for k, v in d.get(dim, {}).items()]
-    lines += ["", "## Exports", ""] + [f"- {k}: {v:,} rows" + ("" if v else " (no such format for this target)")
-                                       for k, v in exports.items()]
+    lines += ["", "## Exports", "", f"Written when asked: `flywheel dataset export {built.version} --to <target> --out "
+              "<folder>`.", ""]
+    lines += [f"- {k}: {v:,} rows" + ("" if v else " (no such format for this target)") for k, v in exports.items()]
     lines += ["", "## Spec", "", "```yaml", spec.canonical_yaml().rstrip(), "```", ""]
     return "\n".join(lines)

@@ -14,8 +14,8 @@
    kept row a component; each component goes to the split :func:`finetune.splits.split_indices` gives the
    component's smallest conversation id (its first one in stream order).
 4. **Pass 2** re-reads the selection, keeps the rows pass 1 kept, applies the PII redaction of each batch's
-   distinct texts, and appends each split to ``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl``
-   (:mod:`finetune.exports`). For large builds Presidio (:mod:`finetune.redact`) runs in worker processes
+   distinct texts, and appends each split to ``data/<split>.parquet`` (the JSONL exports are written from
+   these when asked: :func:`finetune.exports.write_export`). For large builds Presidio (:mod:`finetune.redact`) runs in worker processes
    (started, and loading Presidio, during the selection) from the start of pass 1, over the whole selection in
    chunks of record batches, so pass 2 mostly finds its chunks done; small builds redact in this process,
    chunk by chunk as pass 2 reaches them.
@@ -57,7 +57,7 @@ from finetune.cleaning import ANSWERS, Cleaner, step_names
 from finetune.columns import prompt_parts, string_column
 from finetune.config import memory_bytes
 from finetune.errors import DatasetError
-from finetune.exports import EXPORT_FORMATS, SCHEMAS, export_lines, format_rows, line_shape
+from finetune.exports import EXPORT_FORMATS, SCHEMAS, format_rows
 from finetune.prefetch import prefetch
 from finetune.redact import Redactor, replace_texts, start_workers
 from finetune.spec import DatasetSpec
@@ -112,7 +112,8 @@ class StreamConfig:
 class StreamStats:
     """Counts and sizes of one streaming build: ``steps`` (name, rows after), ``dropped`` (name → rows),
     ``pii`` (texts, texts_changed, entities), ``splits`` (name → rows), ``distribution`` (split → dim →
-    value → rows), ``exports`` (target → rows), ``state_bytes`` (cross-batch state in memory at the end of
+    value → rows), ``exports`` (target → rows its export holds: all kept rows, or 0 where the target takes no
+    such format), ``state_bytes`` (cross-batch state in memory at the end of
     pass 1), ``state_disk_bytes`` (its key-index runs on disk), ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds: select, pass 1, splits, pass 2),
     ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only)."""
 
@@ -206,7 +207,7 @@ def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig,
 
 
 def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = StreamConfig()) -> StreamStats:
-    """Build ``spec`` into ``folder`` (``data/<split>.parquet`` and ``exports/<target>/<split>.jsonl``).
+    """Build ``spec`` into ``folder`` (``data/<split>.parquet``).
 
     ``con_factory(memory_limit, threads)`` returns a DuckDB connection with the lake views
     (:func:`finetune.select.open_lake`'s first value). Raises DatasetError when nothing is selected, and
@@ -315,22 +316,10 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     (folder / "data").mkdir(exist_ok=True)
     writers = {name: pq.ParquetWriter(folder / "data" / f"{name}.parquet", SCHEMAS[fmt], compression="snappy")
                for name in SPLITS}
-    targets = [t for t in EXPORT_FORMATS if fmt in EXPORT_FORMATS[t]]
-    # targets with identical lines (OpenAI's and SageMaker's SFT) are written once and linked
-    owner = {}
-    for t in targets:
-        owner.setdefault(line_shape(fmt, t), t)
-        (folder / "exports" / t).mkdir(parents=True, exist_ok=True)
-    handles = {(t, name): open(folder / "exports" / t / f"{name}.jsonl", "wb")
-               for t in owner.values() for name in SPLITS}
-    exported = Counter()
-
     writes: deque = deque()
 
     def write(name: str, part: pa.Table) -> None:  # in the writer thread, in submission order
         writers[name].write_table(part)
-        for t, lines in export_lines(fmt, list(owner.values()), part).items():
-            handles[t, name].write(lines)
 
     def finish(table: pa.Table, split_of_row: np.ndarray, changed: dict[str, str]) -> None:
         _, _, contents = prompt_parts(table)
@@ -346,8 +335,6 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
             for dim in dist[name]:
                 counted = pc.value_counts(pc.fill_null(part[dim], "(none)")).to_pylist()
                 dist[name][dim].update({c["values"]: c["counts"] for c in counted})
-            for t in targets:
-                exported[t] += part.num_rows
         while len(writes) > 2 * len(SPLITS):  # a few batches in flight at most
             writes.popleft().result()
 
@@ -355,8 +342,7 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
         i, batch = item
         return i, batch.num_rows, pa.Table.from_batches([batch]).filter(pa.array(keep[i]))
 
-    # Parquet and JSON lines are written in one thread (Arrow and Polars release the GIL) while this one
-    # formats the next batch
+    # Parquet is written in one thread (Arrow releases the GIL) while this one formats the next batch
     writer_pool = ThreadPoolExecutor(1, thread_name_prefix="flywheel-write")
     try:
         row_end = 0  # rows of the selection read so far
@@ -381,13 +367,6 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
         writer_pool.shutdown(wait=True, cancel_futures=True)
         for w in writers.values():
             w.close()
-        for fh in handles.values():
-            fh.close()
-    for t in targets:
-        if owner[line_shape(fmt, t)] != t:
-            for name in SPLITS:
-                _link(folder / "exports" / owner[line_shape(fmt, t)] / f"{name}.jsonl",
-                      folder / "exports" / t / f"{name}.jsonl")
     seconds["pass 2"] = time.perf_counter() - started
     memory["pass 2"] = _peak_rss_mb()
     if redactor is not None:
@@ -396,17 +375,9 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     else:
         pii = {"texts": 0, "texts_changed": 0, "entities": {}, "disabled": not spec.cleaning.pii}
     distribution = {name: {dim: dict(sorted(c.items())) for dim, c in d.items()} for name, d in dist.items()}
-    exports = {t: exported[t] for t in EXPORT_FORMATS}
+    exports = {t: kept_rows if fmt in EXPORT_FORMATS[t] else 0 for t in EXPORT_FORMATS}
     seconds = {k: round(v, 2) for k, v in seconds.items()}
     return StreamStats(steps, dropped, pii, split_rows, distribution, exports, state_bytes,
                        redactor.workers if redactor else 0, state_disk_bytes, seconds,
                        {k: v for k, v in memory.items() if v is not None})
 
-
-def _link(src: Path, dst: Path) -> None:
-    """``dst`` as a hard link to ``src`` (the same bytes without writing them twice), or a copy where the
-    file system has no hard links."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)

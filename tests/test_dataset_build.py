@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from feedback.cli import app
 from finetune import build, dedup, output
+from finetune.exports import EXPORT_FORMATS, write_export
 from finetune.splits import SPLITS
 from finetune.spec import parse_spec
 
@@ -106,6 +107,11 @@ def test_no_conversation_and_no_near_duplicate_crosses_splits(catalog):
         assert split_of_cluster.setdefault(cluster, name) == name
 
 
+def built_rows(folder, split):
+    """Rows of a written version's ``data/<split>.parquet``."""
+    return pq.ParquetFile(folder / "data" / f"{split}.parquet").metadata.num_rows
+
+
 def test_a_rebuild_is_byte_identical_and_registered_once(lake, tmp_path, monkeypatch):
     stack, _ = lake
     spec_file = tmp_path / "spec.yaml"
@@ -120,16 +126,24 @@ def test_a_rebuild_is_byte_identical_and_registered_once(lake, tmp_path, monkeyp
         digests.append({p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted(folder.rglob("*")) if p.is_file()})
     assert "rebuilt (already registered)" in result.output and "time: select " in result.output
-    assert digests[0] == digests[1] and "data/train.parquet" in digests[0] and "exports/openai/train.jsonl" in digests[0]
+    assert digests[0] == digests[1] and "data/train.parquet" in digests[0]
     listed = runner.invoke(app, ["dataset", "list"])
     assert sum(line.startswith("tulu-prefs-") for line in listed.output.splitlines()) == 1
     version = folder.name
     shown = runner.invoke(app, ["dataset", "show", version])
     assert "lake snapshots read" in shown.output and "conflicting pairs dropped" in shown.output
     exported = runner.invoke(app, ["dataset", "export", version, "--to", "openai", "--out", str(tmp_path / "oa")])
-    assert exported.exit_code == 0
-    first = json.loads((tmp_path / "oa" / "train.jsonl").read_text().splitlines()[0])
-    assert set(first) == {"input", "preferred_output", "non_preferred_output"}
+    assert exported.exit_code == 0, exported.output
+    lines = (tmp_path / "oa" / "train.jsonl").read_text().splitlines()
+    assert f"train.jsonl\t{len(lines)} rows" in exported.output and len(lines) == built_rows(folder, "train")
+    assert set(json.loads(lines[0])) == {"input", "preferred_output", "non_preferred_output"}
+    # an export is as reproducible as the build: the other build's Parquet gives the same bytes
+    write_export(tmp_path / "root0" / version / "data", "preference", "openai", tmp_path / "oa0")
+    for split in ("train", "validation", "test"):
+        assert (tmp_path / "oa0" / f"{split}.jsonl").read_bytes() == (tmp_path / "oa" / f"{split}.jsonl").read_bytes()
+    refused = runner.invoke(app, ["dataset", "export", version, "--to", "bedrock", "--out", str(tmp_path / "br")])
+    assert refused.exit_code == 1 and "bedrock takes no 'preference' datasets" in refused.output
+    assert not (tmp_path / "br").exists()
     assert runner.invoke(app, ["dataset", "show", "nope-000"]).exit_code == 1
 
 
@@ -160,7 +174,10 @@ def test_planted_pii_never_reaches_an_output_file(stack, tmp_path):
                                                          "split": {"train": 1.0, "validation": 0.0, "test": 0.0}}))
         folder = output.write(built, tmp_path / "out")
         assert built.report.pii["texts_changed"] > 0
-        for path in folder.rglob("*"):
+        exported = tmp_path / "exports" / fmt
+        for target in (t for t, fmts in EXPORT_FORMATS.items() if fmt in fmts):
+            assert write_export(folder / "data", fmt, target, exported / target)["train"] > 0
+        for path in [*folder.rglob("*"), *exported.rglob("*")]:
             if path.is_file():
                 body = path.read_bytes()
                 if path.suffix == ".parquet":

@@ -152,24 +152,35 @@ def test_a_build_in_small_batches_keeps_the_guarantees(lake):
 
 
 @pytest.mark.parametrize("fmt", ["sft", "preference"])
-def test_exports_hold_each_parquet_row_as_its_targets_record(lake, fmt):
-    """The JSONL files (written from whole columns by Polars, Bedrock's built with Arrow compute, the OpenAI
-    and SageMaker SFT files shared) hold, line for line, ``export_record`` of the Parquet rows, as orjson
-    writes them."""
+def test_exports_hold_each_parquet_row_as_its_targets_record(lake, fmt, tmp_path):
+    """The JSONL exports written from a version's Parquet splits (from whole columns by Polars, Bedrock's built
+    with Arrow compute, read in batches smaller than a split) hold, line for line, ``export_record`` of the
+    Parquet rows, as orjson writes them; a target that takes no such format is refused."""
     import orjson
     import pyarrow.parquet as pq
 
-    from finetune.exports import EXPORT_FORMATS, export_record
+    from finetune.errors import DatasetError
+    from finetune.exports import EXPORT_FORMATS, export_record, write_export
 
     stack, _ = lake
     spec = parse_spec({"name": f"exports-{fmt}", "format": fmt, "cleaning": {"pii": False}})
     built = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=2000))
+    assert not (built.files / "exports").exists()
+    targets = [t for t, fmts in EXPORT_FORMATS.items() if fmt in fmts]
+    for target in targets:
+        written = write_export(built.files / "data", fmt, target, tmp_path / target, batch_rows=300)
+        assert written == built.report.splits and built.exports[target] == sum(written.values())
     for name in SPLITS:
         rows = pq.read_table(built.files / "data" / f"{name}.parquet").to_pylist()
-        assert rows
-        for target in (t for t, fmts in EXPORT_FORMATS.items() if fmt in fmts):
-            lines = (built.files / "exports" / target / f"{name}.jsonl").read_bytes()
+        assert len(rows) > 300
+        for target in targets:
+            lines = (tmp_path / target / f"{name}.jsonl").read_bytes()
             assert lines == b"".join(orjson.dumps(export_record(fmt, target, r)) + b"\n" for r in rows)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted([f"{n}.jsonl" for n in SPLITS] * len(targets))
+    for target in set(EXPORT_FORMATS) - set(targets):
+        with pytest.raises(DatasetError, match="takes no"):
+            write_export(built.files / "data", fmt, target, tmp_path / target)
+        assert built.exports[target] == 0
 
 
 def test_bedrock_lines_keep_system_messages_apart(lake):
@@ -325,7 +336,7 @@ def test_key_indexes_on_disk_give_the_same_dataset(lake, fmt, pii):
     assert in_memory.report.state_bytes > 4 * on_disk.report.state_bytes
     assert {p.relative_to(in_memory.files): p.read_bytes() for p in in_memory.files.rglob("*.*") if p.is_file()} \
         == files
-    assert any(str(p).endswith(".jsonl") for p in files)
+    assert sorted(str(p) for p in files) == [f"data/{n}.parquet" for n in sorted(SPLITS)]
     assert in_memory.report.pii == on_disk.report.pii
     assert not pii or on_disk.report.pii["texts"] > 2_000
     assert not any(p.name.startswith(".state") for p in on_disk.files.rglob("*"))

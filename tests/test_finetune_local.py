@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -56,7 +57,7 @@ def test_a_local_dpo_job_trains_records_and_evaluates(env):
     m = rec.metrics
     losses = [h["loss"] for h in m["log_history"] if "loss" in h]
     assert m["steps"] == STEPS and len(losses) == STEPS and m["device"] == "cpu" and m["peak_rss_mb"] > 0
-    assert m["rows"] == sum(1 for _ in open(Path(rec.artifacts["job_dir"]) / "input/data/train/train.jsonl"))
+    assert m["rows"] == pq.ParquetFile(Path(rec.artifacts["job_dir"]) / "input/data/train/train.parquet").metadata.num_rows
     # the adapter was trained: LoRA B matrices start at zero and are non-zero after real steps
     adapter = load_file(str(Path(rec.artifacts["adapter"]) / "adapter_model.safetensors"))
     b = [v for k, v in adapter.items() if "lora_B" in k]

@@ -124,15 +124,15 @@ def test_dpo_job_request_uploads_and_tracking_to_completed(moto_url, dataset):
     assert channels["code"] == f"s3://{BUCKET}/{job_prefix}/{name}/input/code"
     assert set(channels) == {"train", "validation", "code", "sm_drivers"}
 
-    # the channels hold the dataset's exports byte for byte, the code channel our entry point
+    # the channels hold the dataset's Parquet splits byte for byte, the code channel our entry point
     s3 = backend.client("s3")
-    exports = Path(version["path"]) / "exports" / "sagemaker"
+    data = Path(version["path"]) / "data"
     for split in ("train", "validation"):
         prefix = channels[split].split(f"s3://{BUCKET}/", 1)[1]
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
-        assert keys == [f"{prefix}{split}.jsonl"]
+        assert keys == [f"{prefix}{split}.parquet"]
         body = s3.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read()
-        expected = (exports / f"{split}.jsonl").read_bytes()
+        expected = (data / f"{split}.parquet").read_bytes()
         assert body == expected and body
     code_prefix = channels["code"].split(f"s3://{BUCKET}/", 1)[1] + "/"
     code = {o["Key"][len(code_prefix):]: o for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=code_prefix)["Contents"]}

@@ -21,6 +21,7 @@ from feedback.config import LakeSettings
 from feedback.lake.catalog import load_table_if_exists
 from feedback.lake.read import lake_connection
 from finetune import registry, reward
+from finetune.exports import write_export
 from finetune.jobs.launch import dataset_dir
 from finetune.synth import leakage, seeds
 from finetune.synth.cache import CachedGenerator, CompletionCache
@@ -78,7 +79,7 @@ def local_model():
     return LocalGenerator(batch_size=8, threads=1)
 
 
-def test_synthetic_version_registered_with_lineage(env, first):
+def test_synthetic_version_registered_with_lineage(env, first, tmp_path):
     catalog, ref, rm, _ = env
     row, lineage, _, output = first
     assert row["format"] == "sft" and row["version"] in output and "new tokens/s" in output
@@ -110,9 +111,10 @@ def test_synthetic_version_registered_with_lineage(env, first):
     usage = lineage["usage"]
     assert usage["prompts"]["calls"] == 4 and usage["answers"]["calls"] == steps["candidate answers generated"]
     assert usage["prompts"]["cost_usd"] == 0 and usage["prompts"]["completion_tokens"] > 0
-    # the fine-tune launcher takes it, and the sagemaker export has one line a row
+    # the fine-tune launcher takes it, and its sagemaker export has one line a row
     folder = dataset_dir(catalog, row["version"], "sft")
-    lines = (folder / "exports" / "sagemaker" / "train.jsonl").read_text().splitlines()
+    assert write_export(folder / "data", "sft", "sagemaker", tmp_path)["train"] == len(rows)
+    lines = (tmp_path / "train.jsonl").read_text().splitlines()
     assert [json.loads(x)["messages"] for x in lines] == [r["messages"] for r in rows]
     assert "Leakage guard" in (folder / "README.md").read_text()
 

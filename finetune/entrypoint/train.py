@@ -13,8 +13,8 @@ peft, datasets):
   variables pointing at local folders; on CPU (``use_cpu``, float32) or on a GPU where one is present
   (bfloat16 where the GPU supports it).
 
-Input: a channel folder with the dataset version's split as JSON lines (``exports/sagemaker``) or
-Parquet (``data/``), in TRL's columns: ``messages`` for ``--method sft``; ``prompt``/``chosen``/
+Input: a channel folder with the dataset version's split as Parquet (``data/<split>.parquet``, what
+Flywheel's jobs upload) or JSON lines (``flywheel dataset export --to sagemaker``), in TRL's columns: ``messages`` for ``--method sft``; ``prompt``/``chosen``/
 ``rejected`` (conversational) for ``--method dpo``. Other columns are dropped.
 
 Output under the model dir: ``adapter/`` (the LoRA adapter), ``merged/`` (base + adapter merged,

@@ -26,6 +26,17 @@ ENTRYPOINT = Path(__file__).resolve().parents[1] / "entrypoint"
 """The training script's folder (``train.py`` + ``requirements.txt``): SageMaker's source dir."""
 
 
+def split_file(dataset: Path, split: str) -> Path | None:
+    """A dataset version's ``data/<split>.parquet`` (what a job's channel of that split holds; the training
+    script reads Parquet), or None where it is missing or has no rows."""
+    import pyarrow.parquet as pq
+
+    path = Path(dataset) / "data" / f"{split}.parquet"
+    if not path.is_file() or not pq.ParquetFile(path).metadata.num_rows:
+        return None
+    return path
+
+
 class Backend(Protocol):
     """Where a job runs. Every method records status changes in the registry itself."""
 
@@ -60,8 +71,8 @@ def dataset_dir(catalog: Catalog, version: str, method: str, lake: LakeSettings 
     if row["format"] != want:
         raise JobError(f"--method {method} trains on a {want!r} dataset; {version} is {row['format']!r}")
     folder = Path(row["path"])
-    if not (folder / "exports" / "sagemaker" / "train.jsonl").exists():
-        raise JobError(f"{version}: no exports/sagemaker/train.jsonl under {folder} (moved or deleted?)")
+    if not (folder / "data" / "train.parquet").is_file():
+        raise JobError(f"{version}: no data/train.parquet under {folder} (moved or deleted?)")
     if not row["train_rows"]:
         raise JobError(f"{version} has no training rows")
     return folder

@@ -4,7 +4,7 @@ Each job gets a folder laid out like SageMaker's container, so the script runs t
 
     <root>/<job_id>/job.json                the Created row and the script's flags
                     code/                   a copy of finetune/entrypoint (train.py, requirements.txt)
-                    input/data/train/       the dataset version's exports/sagemaker/train.jsonl
+                    input/data/train/       the dataset version's data/train.parquet (validation/ alike)
                     model/                  SM_MODEL_DIR: adapter/, merged/, metrics.json
                     output/                 SM_OUTPUT_DATA_DIR
                     train.log               the script's stdout and stderr
@@ -34,7 +34,7 @@ from finetune import basemodel
 from finetune.errors import JobError
 from finetune.jobs import registry
 from finetune.jobs.config import FinetuneSettings
-from finetune.jobs.launch import ENTRYPOINT
+from finetune.jobs.launch import ENTRYPOINT, split_file
 from finetune.jobs.registry import TERMINAL, JobRecord
 
 
@@ -57,10 +57,10 @@ class LocalBackend:
         folder = self.job_dir(rec.job_id)
         shutil.copytree(ENTRYPOINT, folder / "code", ignore=shutil.ignore_patterns("__pycache__"))
         for split in ("train", "validation"):
-            source = dataset_dir / "exports" / "sagemaker" / f"{split}.jsonl"
-            if source.exists() and source.stat().st_size:
+            source = split_file(dataset_dir, split)
+            if source is not None:
                 (folder / "input" / "data" / split).mkdir(parents=True)
-                shutil.copy2(source, folder / "input" / "data" / split / f"{split}.jsonl")
+                shutil.copy2(source, folder / "input" / "data" / split / f"{split}.parquet")
         model_path = basemodel.resolve(config.base_model)
         (folder / "job.json").write_text(json.dumps({"record": rec.row() | {"status_at": rec.status_at.isoformat()},
                                                      "hyperparameters": config.hyperparameters(model_path)},

@@ -4,8 +4,8 @@ with the SageMaker and CloudWatch Logs APIs.
 
 Where things go, with ``s3_output = s3://<bucket>/<prefix>`` and ``<name>`` the training job's name::
 
-    s3://<bucket>/<prefix>/<job_id>/input/train/train.jsonl            channel "train" (this module)
-                                   /input/validation/validation.jsonl  channel "validation", when non-empty
+    s3://<bucket>/<prefix>/<job_id>/input/train/train.parquet            channel "train" (this module)
+                                   /input/validation/validation.parquet  channel "validation", when non-empty
                                    /<name>/input/code/                  train.py + requirements.txt (the SDK)
                                    /<name>/input/sm_drivers/            the SDK's container driver scripts
                                    /<name>/output/model.tar.gz          SM_MODEL_DIR: adapter/, merged/, metrics.json
@@ -60,7 +60,7 @@ from finetune.basemodel import HUB_IDS
 from finetune.errors import JobError
 from finetune.jobs import registry
 from finetune.jobs.config import JobConfig, SageMakerSettings
-from finetune.jobs.launch import ENTRYPOINT
+from finetune.jobs.launch import ENTRYPOINT, split_file
 from finetune.jobs.registry import TERMINAL, JobRecord
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -297,18 +297,18 @@ class SageMakerBackend:
         return self.settings.max_wait_s or 2 * self.settings.max_runtime_s
 
     def _upload_channels(self, dataset_dir: Path, bucket: str, job_prefix: str) -> dict[str, str]:
-        """Upload ``exports/sagemaker/<split>.jsonl`` to ``<job_prefix>/input/<split>/``; return
-        channel → S3 prefix URI. An empty or missing validation split is left out; a missing train
-        split raises JobError."""
+        """Upload the dataset version's ``data/<split>.parquet`` to ``<job_prefix>/input/<split>/``; return
+        channel → S3 prefix URI. An empty or missing validation split is left out; an empty or missing
+        train split raises JobError."""
         channels = {}
         s3 = self.client("s3")
         for split in CHANNELS:
-            source = Path(dataset_dir) / "exports" / "sagemaker" / f"{split}.jsonl"
-            if not source.exists() or not source.stat().st_size:
+            source = split_file(Path(dataset_dir), split)
+            if source is None:
                 if split == "train":
-                    raise JobError(f"no training split at {source}")
+                    raise JobError(f"no training rows in {Path(dataset_dir) / 'data' / 'train.parquet'}")
                 continue
-            key = f"{job_prefix}/input/{split}/{split}.jsonl"
+            key = f"{job_prefix}/input/{split}/{split}.parquet"
             with _aws(f"uploading the {split} split to s3://{bucket}/{key}"):
                 s3.upload_file(str(source), bucket, key)
             channels[split] = f"s3://{bucket}/{job_prefix}/input/{split}/"

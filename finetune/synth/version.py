@@ -2,13 +2,12 @@
 
 Layout under ``<FLYWHEEL_DATASET_ROOT>/<version>/``: ``data/{train,validation,test}.parquet`` (every
 synthetic row in ``train``; ``validation``/``test`` are empty with the same schema -- evaluate on the real
-reference versions' held-out splits, which the leakage guard kept clean), ``exports/{openai,bedrock,
-sagemaker}/<split>.jsonl`` (what ``flywheel finetune launch --method sft`` and the services read),
-``recipe.yaml`` (seeds, generator, parameters), ``lineage.json`` and a card (``README.md``) with the
+reference versions' held-out splits, which the leakage guard kept clean; what ``flywheel finetune launch
+--method sft`` reads, and ``flywheel dataset export`` writes the services' JSONL from), ``recipe.yaml`` (seeds, generator, parameters), ``lineage.json`` and a card (``README.md``) with the
 counts per step, rewards, leakage drops, tokens, cost and cache hits.
 
 Version id: ``<name>-<12 hex of sha256(recipe, rows)>``: the same recipe giving the same rows is the same
-version, written byte for byte the same (Parquet with fixed options, JSONL with sorted writers); a
+version, written byte for byte the same (Parquet with fixed options); a
 recipe whose generations differ (a cleared cache, another machine) is another version. Registered in
 the lake table ``dataset_versions`` (format ``sft``; the recipe as ``spec_yaml``; the seeds' lake
 snapshots where known); registering the same version twice is a no-op.
@@ -29,7 +28,7 @@ import yaml
 
 from finetune import registry
 from finetune.splits import SPLITS
-from finetune.exports import EXPORT_FORMATS, SCHEMAS, export_record
+from finetune.exports import EXPORT_FORMATS, SCHEMAS
 
 SCHEMA = pa.schema(list(SCHEMAS["sft"]) + [
     pa.field("synthetic", pa.bool_()), pa.field("seed_message_ids", pa.list_(pa.string())),
@@ -51,20 +50,13 @@ def version_id(name: str, recipe: dict, rows: list[dict]) -> str:
 
 
 def _write_files(folder: Path, rows: list[dict]) -> dict[str, int]:
-    """data/*.parquet and exports/*/*.jsonl; rows per export target."""
+    """data/*.parquet; rows each export target's files will hold (:func:`finetune.exports.write_export`)."""
     (folder / "data").mkdir(parents=True)
     by_split = {"train": rows, "validation": [], "test": []}
-    exported = {}
     for split in SPLITS:
         table = pa.Table.from_pylist(by_split[split], schema=SCHEMA) if by_split[split] else SCHEMA.empty_table()
         pq.write_table(table, folder / "data" / f"{split}.parquet", compression="snappy")
-    for target in TARGETS:
-        (folder / "exports" / target).mkdir(parents=True)
-        for split in SPLITS:
-            with open(folder / "exports" / target / f"{split}.jsonl", "wb") as fh:
-                fh.write(b"".join(orjson.dumps(export_record("sft", target, r)) + b"\n" for r in by_split[split]))
-        exported[target] = len(rows)
-    return exported
+    return {target: len(rows) if target in TARGETS else 0 for target in EXPORT_FORMATS}
 
 
 def card(version: str, lineage: dict) -> str:
