@@ -66,15 +66,19 @@ def start_workers(entities: list[str], workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def distinct_texts(table: pa.Table, answer_columns: tuple[str, ...], drop_blank: bool = True) -> pa.Array:
-    """The distinct non-null texts of ``table``'s prompt messages and ``answer_columns`` (Arrow strings), but
-    blank ones (empty or only whitespace) unless ``drop_blank`` is False."""
+def all_texts(table: pa.Table, answer_columns: tuple[str, ...]) -> pa.Array:
+    """The non-null texts of ``table``'s prompt messages, then of ``answer_columns`` (Arrow strings, repeats
+    included), in row order."""
     _, _, contents = prompt_parts(table)
     texts = pa.concat_arrays([contents.cast(pa.string())]
                              + [string_column(table, a).cast(pa.string()) for a in answer_columns])
-    distinct = pc.unique(pc.drop_null(texts))
-    if not drop_blank:
-        return distinct
+    return pc.drop_null(texts)
+
+
+def distinct_texts(table: pa.Table, answer_columns: tuple[str, ...]) -> pa.Array:
+    """The distinct non-null texts of :func:`all_texts`, but blank ones (empty or only whitespace), in order
+    of first appearance."""
+    distinct = pc.unique(all_texts(table, answer_columns))
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(distinct)), 0)
     return distinct.filter(pc.invert(blank))
 
@@ -86,13 +90,14 @@ def _redact_chunk(redactor, path: str, groups: list[int], answer_columns: tuple[
     :func:`finetune.piigate.arrow_candidates` keeps for one of them, each recognizer only where its own
     entity's gate is found."""
     table = pa.Table.from_batches(list(extsort.read_batches(Path(path), ["prompt", *answer_columns], groups)))
-    # no gate finds a blank text: with gates, the gates drop them
-    texts = distinct_texts(table, answer_columns, drop_blank=gate is None)
-    del table
     if gate is None:
-        return redactor.redact_found(texts.to_pylist())
-    # one pass of all the gates over every text, then each entity's gate over the few texts found
-    texts = texts.filter(arrow_candidates(texts, gate))
+        return redactor.redact_found(distinct_texts(table, answer_columns).to_pylist())
+    # one pass of all the gates over every text (repeats included: cheaper than finding the distinct texts
+    # first, 0.7-1.2 against 1.1-1.9 CPU-s for 25 batches of the 1 M bench, as only ~7 % pass), the distinct texts found (no gate finds a blank one), then each entity's gate
+    # over those
+    texts = all_texts(table, answer_columns)
+    del table
+    texts = pc.unique(texts.filter(arrow_candidates(texts, gate)))
     gates = {entity: arrow_candidates(texts, [entity]).to_pylist() for entity in gate}
     return redactor.redact_found(texts.to_pylist(), gates)
 
