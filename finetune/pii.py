@@ -304,6 +304,17 @@ class PiiRedactor:
         # Presidio's "replace" operator without new_value writes "<ENTITY_TYPE>"
         self._operators = {"DEFAULT": OperatorConfig("replace")}
 
+    def prescan(self, texts) -> None:
+        """Let the phone recognizer find its gate's hits in every text of ``texts`` (an Arrow string array
+        without nulls) at once, with RE2 (:func:`finetune.piigate.arrow_phone_hits`: the hits its Python scan
+        finds text by text, ~3x faster), for the redaction of those texts until the next ``prescan`` (None
+        forgets them). Building the RE2 pattern takes ~0.5 CPU-s once per process. No-op without
+        PHONE_NUMBER or with another phone recognizer."""
+        with self._lock:
+            for entity, recognizer in self._pattern_recognizers_by_entity:
+                if entity == "PHONE_NUMBER" and callable(getattr(recognizer, "scan", None)):
+                    recognizer.scan(texts)
+
     def _pattern_results(self, text: str, skip: frozenset[str] = frozenset()) -> list[RecognizerResult]:
         """What the requested pattern recognizers (but those of the entities in ``skip``, which the caller
         knows find nothing) find in ``text`` before context enhancement (see the module docstring); empty

@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import functools
 import re
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -119,18 +121,89 @@ def fewest_digits() -> int:
     return min(min(_national_mins().values()), _international_min())
 
 
+def _phone_gate_source(k: int, atom) -> str:
+    """:func:`phone_gate`'s pattern with each character or class ``c`` of it written as ``atom(c)`` (the
+    identity for Python; :func:`_exact_class` for RE2)."""
+    from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+
+    punct, digit, blank = atom(f"[{_VALID_PUNCTUATION}]"), atom(r"\d"), atom(r"[ \u00a0\t,\-]")
+
+    def word(w: str) -> str:
+        return "".join(atom(re.escape(c)) for c in w)
+
+    run = rf"(?:{punct}{{0,4}}{digit}){{{k - 1},}}"
+    alpha = (rf"{punct}{{0,4}}{atom('x')}|{blank}*(?:{word(';ext=')}|{atom('e')}?{word('xt')}|{atom('x')}|"
+             rf"{atom('ｅ')}?{word('ｘｔ')}|{word('int')}|{word('ｉｎｔ')}|{word('anexo')}|{word('доб')})")
+    # the alternatives' common first digit taken out: the same matches, found ~1.5x faster (re scans for a digit)
+    return rf"{digit}(?:{run}|{alpha})"
+
+
+_FLAGS = re.IGNORECASE | re.UNICODE
+
+
 @functools.lru_cache(maxsize=None)
 def phone_gate(k: int) -> re.Pattern:
     """A run of at least ``k`` digits joined by at most 4 of python-phonenumbers' punctuation characters,
     or a digit followed by an ``x`` or an extension word (see the module doc). Case-insensitive, Unicode
     digits, like the matcher."""
-    from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+    return re.compile(_phone_gate_source(k, lambda c: c), _FLAGS)
 
-    punct = f"[{_VALID_PUNCTUATION}]"
-    run = rf"(?:{punct}{{0,4}}\d){{{k - 1},}}"
-    alpha = rf"{punct}{{0,4}}x|[ \u00a0\t,\-]*(?:;ext=|e?xt|x|ｅ?ｘｔ|int|ｉｎｔ|anexo|доб)"
-    # the alternatives' common first digit taken out: the same matches, found ~1.5x faster (re scans for a digit)
-    return re.compile(rf"\d(?:{run}|{alpha})", re.IGNORECASE | re.UNICODE)
+
+@functools.lru_cache(maxsize=None)
+def _exact_class(atom: str) -> str:
+    """An RE2 character class of exactly the code points that Python's ``re`` matches with the one-character
+    pattern ``atom`` (a character or a class) case-insensitively (:data:`_FLAGS`): found by matching it
+    against every code point (~30 ms an atom)."""
+    points = sorted({ord(c) for c in re.findall(atom, _every_code_point(), _FLAGS)})
+    ranges: list[list[int]] = []
+    for c in points:
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "[" + "".join(rf"\x{{{a:x}}}" + (rf"-\x{{{b:x}}}" if b > a else "") for a, b in ranges) + "]"
+
+
+@functools.lru_cache(maxsize=1)
+def _every_code_point() -> str:
+    """Every Unicode code point but the surrogates, in order (4.4 MB; kept while a process builds classes)."""
+    return "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
+
+
+@functools.lru_cache(maxsize=None)
+def _re2_phone_gate(k: int) -> str:
+    """:func:`phone_gate` for RE2 (Arrow): the same pattern, each character and class spelled out as the exact
+    code points Python matches there (:func:`_exact_class`). RE2's leftmost-first matching picks the match a
+    backtracking engine picks, so the matches are the same (tested on real texts and generated strings)."""
+    pattern = _phone_gate_source(k, _exact_class)
+    _every_code_point.cache_clear()
+    return pattern
+
+
+_MARK = "\x00"
+
+
+def arrow_phone_hits(texts: pa.Array, k: int) -> list[list[tuple[int, int]]]:
+    """Per text of ``texts`` (an Arrow string array without nulls), the ``(start, end)`` of each match of
+    :func:`phone_gate` ``(k)`` in Python's ``finditer`` order and code-point offsets, found by RE2 over the
+    whole array (Arrow: each match wrapped in NUL marks, the marked texts split at them, the pieces' lengths
+    summed), ~3x faster than Python's ``re`` text by text. Texts that hold a NUL themselves are scanned by
+    Python's ``re``."""
+    n = len(texts)
+    if not n:
+        return []
+    marked = pc.replace_substring_regex(texts, _re2_phone_gate(k), _MARK + r"\0" + _MARK)
+    pieces = pc.split_pattern(marked, _MARK)  # per text: gap, match, gap, ..., match, gap
+    ends = np.cumsum(pc.utf8_length(pieces.flatten()).to_numpy(zero_copy_only=False))
+    bounds = pieces.offsets.to_numpy()
+    first = np.concatenate(([0], ends))[bounds[:-1]]  # where each text's pieces begin, in `ends`' count
+    at = (ends - np.repeat(first, np.diff(bounds))).tolist()  # each piece's end within its text
+    own_marks = np.flatnonzero(pc.match_substring(texts, _MARK).to_numpy(zero_copy_only=False)).tolist()
+    bounds = bounds.tolist()
+    hits = [list(zip(at[bounds[i]:bounds[i + 1] - 1:2], at[bounds[i] + 1:bounds[i + 1]:2])) for i in range(n)]
+    for i in own_marks:
+        hits[i] = [m.span() for m in phone_gate(k).finditer(texts[i].as_py())]
+    return hits
 
 
 _HARD = re.compile(r"[\nbcdfghjklmpqruvwyzBCDFGHJKLMPQRUVWYZ]")
@@ -239,7 +312,9 @@ def _gated_phone_class():
             text) where the region's gate is found. A piece runs from one :data:`_HARD` character to the next,
             both included (the text's ends where there is none)."""
             ks = sorted({min_digits(r) for r in self.supported_regions})
-            hits = {k: [(m.start(), m.end()) for m in phone_gate(k).finditer(text)] for k in ks}
+            hits = self.__dict__.get("_scanned", {}).get(text)
+            if hits is None:
+                hits = {k: [(m.start(), m.end()) for m in phone_gate(k).finditer(text)] for k in ks}
             if not hits[ks[0]]:
                 return {}
             if len(text) >= limit:
@@ -258,6 +333,17 @@ def _gated_phone_class():
                     pieces[first] = (first, text[first:last + 1])
                 passing[k] = list(pieces.values())
             return {r: passing[min_digits(r)] for r in self.supported_regions if passing[min_digits(r)]}
+
+        def scan(self, texts) -> None:
+            """Find the gate's hits (:func:`phone_gate` for each region's :func:`min_digits`) in every text of
+            ``texts`` (an Arrow string array without nulls) at once, with RE2 (:func:`arrow_phone_hits`: the
+            same hits), for the ``analyze`` calls on those texts until the next ``scan`` (None: forget them)."""
+            if texts is None:
+                self._scanned = {}
+                return
+            ks = sorted({min_digits(r) for r in self.supported_regions})
+            per_k = {k: arrow_phone_hits(texts, k) for k in ks}
+            self._scanned = {text: {k: per_k[k][i] for k in ks} for i, text in enumerate(texts.to_pylist())}
 
         def _memo(self) -> dict:
             verdicts = self.__dict__.setdefault("_verdicts", {})
