@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 
 from finetune.columns import prompt_parts, string_column
 
-__all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record", "export_lines",
-           "line_shape", "write_export"]
+__all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record",
+           "export_lines", "line_shape", "write_export"]
 
 EXPORT_FORMATS = {"openai": ("sft", "preference"), "bedrock": ("sft",), "sagemaker": ("sft", "preference", "kto")}
 """Which formats each export target takes (OpenAI has no KTO, Bedrock's conversation format is SFT only)."""

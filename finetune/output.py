@@ -13,10 +13,11 @@ The JSONL exports are written from the Parquet splits when asked (``flywheel dat
     bedrock      # sft: {"schemaVersion": "bedrock-conversation-2024", "system", "messages"}
     sagemaker    # TRL's columns as JSON lines
 
-Fine-tune jobs read the Parquet splits themselves (:mod:`finetune.jobs`). Formats' sources: OpenAI fine-tuning chat and DPO JSONL (platform.openai.com/docs/guides/fine-tuning);
-Bedrock ``bedrock-conversation-2024`` (docs.aws.amazon.com/bedrock, "Prepare data for fine-tuning");
-TRL dataset formats (huggingface.co/docs/trl/dataset_formats). Files are written in a fixed order
-with fixed options, so the same rows give the same bytes.
+Fine-tune jobs read the Parquet splits themselves (:mod:`finetune.jobs`). Formats' sources: OpenAI
+fine-tuning chat and DPO JSONL (platform.openai.com/docs/guides/fine-tuning); Bedrock
+``bedrock-conversation-2024`` (docs.aws.amazon.com/bedrock, "Prepare data for fine-tuning"); TRL dataset
+formats (huggingface.co/docs/trl/dataset_formats). Files are written in a fixed order with fixed options,
+so the same rows give the same bytes.
 """
 
 from __future__ import annotations

@@ -94,8 +94,8 @@ def _redact_chunk(redactor, path: str, groups: list[int], answer_columns: tuple[
     if gate is None:
         return redactor.redact_found(distinct_texts(table, answer_columns).to_pylist())
     # one pass of all the gates over every text (repeats included: cheaper than finding the distinct texts
-    # first, 0.7-1.2 against 1.1-1.9 CPU-s for 25 batches of the 1 M bench, as only ~7 % pass), the distinct texts found (no gate finds a blank one), then each entity's gate
-    # over those
+    # first, 0.7-1.2 against 1.1-1.9 CPU-s for 25 batches of the 1 M bench, as only ~7 % pass), the distinct
+    # texts found (no gate finds a blank one), then each entity's gate over those
     texts = all_texts(table, answer_columns)
     del table
     texts = pc.unique(texts.filter(arrow_candidates(texts, gate)))

@@ -15,10 +15,10 @@
    component's smallest conversation id (its first one in stream order).
 4. **Pass 2** re-reads the selection, keeps the rows pass 1 kept, applies the PII redaction of each batch's
    distinct texts, and appends each split to ``data/<split>.parquet`` (the JSONL exports are written from
-   these when asked: :func:`finetune.exports.write_export`). For large builds Presidio (:mod:`finetune.redact`) runs in worker processes
-   (started, and loading Presidio, during the selection) from the start of pass 1, over the whole selection in
-   chunks of record batches, so pass 2 mostly finds its chunks done; small builds redact in this process,
-   chunk by chunk as pass 2 reaches them.
+   these when asked: :func:`finetune.exports.write_export`). For large builds Presidio (:mod:`finetune.redact`)
+   runs in worker processes (started, and loading Presidio, during the selection) from the start of pass 1,
+   over the whole selection in chunks of record batches, so pass 2 mostly finds its chunks done; small builds
+   redact in this process, chunk by chunk as pass 2 reaches them.
 
 Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it), but holds the hash
 tables of its joins with the per-answer feedback in memory whatever the cap, so ``sft`` and ``kto`` candidates

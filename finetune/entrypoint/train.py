@@ -14,8 +14,9 @@ peft, datasets):
   (bfloat16 where the GPU supports it).
 
 Input: a channel folder with the dataset version's split as Parquet (``data/<split>.parquet``, what
-Flywheel's jobs upload) or JSON lines (``flywheel dataset export --to sagemaker``), in TRL's columns: ``messages`` for ``--method sft``; ``prompt``/``chosen``/
-``rejected`` (conversational) for ``--method dpo``. Other columns are dropped.
+Flywheel's jobs upload) or JSON lines (``flywheel dataset export --to sagemaker``), in TRL's columns:
+``messages`` for ``--method sft``; ``prompt``/``chosen``/``rejected`` (conversational) for ``--method
+dpo``. Other columns are dropped.
 
 Output under the model dir: ``adapter/`` (the LoRA adapter), ``merged/`` (base + adapter merged,
 with the tokenizer: a plain model any transformers/vLLM loader takes, unless ``--merge false``),

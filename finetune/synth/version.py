@@ -3,8 +3,9 @@
 Layout under ``<FLYWHEEL_DATASET_ROOT>/<version>/``: ``data/{train,validation,test}.parquet`` (every
 synthetic row in ``train``; ``validation``/``test`` are empty with the same schema -- evaluate on the real
 reference versions' held-out splits, which the leakage guard kept clean; what ``flywheel finetune launch
---method sft`` reads, and ``flywheel dataset export`` writes the services' JSONL from), ``recipe.yaml`` (seeds, generator, parameters), ``lineage.json`` and a card (``README.md``) with the
-counts per step, rewards, leakage drops, tokens, cost and cache hits.
+--method sft`` reads, and ``flywheel dataset export`` writes the services' JSONL from), ``recipe.yaml``
+(seeds, generator, parameters), ``lineage.json`` and a card (``README.md``) with the counts per step,
+rewards, leakage drops, tokens, cost and cache hits.
 
 Version id: ``<name>-<12 hex of sha256(recipe, rows)>``: the same recipe giving the same rows is the same
 version, written byte for byte the same (Parquet with fixed options); a
