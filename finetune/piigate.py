@@ -166,7 +166,7 @@ def _exact_class(atom: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _every_code_point() -> str:
-    """Every Unicode code point but the surrogates, in order (4.4 MB; kept while a process builds classes)."""
+    """Every Unicode code point but the surrogates, in order (4.4 MB, built once per process)."""
     return "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
 
 
@@ -175,9 +175,7 @@ def _re2_phone_gate(k: int) -> str:
     """:func:`phone_gate` for RE2 (Arrow): the same pattern, each character and class spelled out as the exact
     code points Python matches there (:func:`_exact_class`). RE2's leftmost-first matching picks the match a
     backtracking engine picks, so the matches are the same (tested on real texts and generated strings)."""
-    pattern = _phone_gate_source(k, _exact_class)
-    _every_code_point.cache_clear()
-    return pattern
+    return _phone_gate_source(k, _exact_class)
 
 
 _MARK = "\x00"
@@ -473,8 +471,7 @@ def _arrow_digit() -> str:
     """RE2's ``\p{Nd}`` for Python's Unicode ``\d`` (what Presidio's and python-phonenumbers' patterns use)
     when RE2 finds every character Python's ``\d`` matches (checked once per process over all code points,
     ~0.1 s); otherwise an ASCII digit or any non-ASCII character."""
-    everything = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
-    python_digits = re.findall(r"\d", everything)
+    python_digits = re.findall(r"\d", _every_code_point())
     found = pc.match_substring_regex(pa.array(python_digits, pa.string()), r"\p{Nd}")
     return r"\p{Nd}" if pc.all(found).as_py() else r"[0-9\x{80}-\x{10FFFF}]"
 
