@@ -94,7 +94,6 @@ class Built:
     snapshot: select.LakeSnapshot
     files: Path
     report: BuildReport
-    exports: dict[str, int] = field(default_factory=dict)
     staged: bool = True
     """True while ``files`` is the build's private work folder."""
 
@@ -134,7 +133,7 @@ def build(catalog: Catalog, spec: DatasetSpec, lake: LakeSettings | None = None,
                          phase_seconds=stats.seconds,
                          phase_peak_rss_mb=stats.peak_rss_mb)
     report.seconds = round(time.perf_counter() - started, 2)
-    built = Built(version_id(spec, snap), spec, snap, folder, report, stats.exports)
+    built = Built(version_id(spec, snap), spec, snap, folder, report)
     weakref.finalize(built, _cleanup, folder)
     return built
 

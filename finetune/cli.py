@@ -36,7 +36,7 @@ def dataset_build(spec_path: Path = typer.Argument(..., help="YAML spec (see fin
         root = settings.root
         built = build.build(catalog, spec, snapshot=snapshot, workdir=root, config=settings.stream_config())
         folder = output.write(built, root)
-        new = registry.register(catalog, built, folder, output.lineage(built, built.exports))
+        new = registry.register(catalog, built, folder, output.lineage(built))
     except FlywheelError as exc:
         _fail(exc)
     for step, rows in built.report.steps:

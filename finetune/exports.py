@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from finetune.columns import prompt_parts, string_column
 
 __all__ = ["EXPORT_FORMATS", "LINEAGE", "MESSAGE", "MESSAGES", "SCHEMAS", "format_rows", "export_record",
-           "export_lines", "line_shape", "write_export"]
+           "export_lines", "export_rows", "write_export"]
 
 EXPORT_FORMATS = {"openai": ("sft", "preference"), "bedrock": ("sft",), "sagemaker": ("sft", "preference", "kto")}
 """Which formats each export target takes (OpenAI has no KTO, Bedrock's conversation format is SFT only)."""
@@ -123,12 +123,6 @@ def export_record(fmt: str, target: str, row: dict) -> dict | None:
     return {"schemaVersion": "bedrock-conversation-2024", **({"system": system} if system else {}), "messages": turns}
 
 
-def line_shape(fmt: str, target: str) -> str:
-    """A name shared by the targets whose records of ``fmt`` are identical (OpenAI's and SageMaker's SFT
-    lines are both ``{"messages": ...}``); other targets are their own shape."""
-    return "messages" if fmt == "sft" and target in ("openai", "sagemaker") else target
-
-
 def _ndjson(table: pa.Table) -> bytes:
     """``table``'s rows as JSON lines, written by Polars (Rust, outside the GIL); byte for byte what
     ``orjson.dumps`` of each row dict gives for these all-string/bool nested columns (checked in
@@ -174,29 +168,24 @@ def _bedrock_lines(messages: pa.ListArray) -> bytes:
     return b"".join(next(picks[0] if s else picks[1]) for s in has_system.tolist())
 
 
-def export_lines(fmt: str, targets: list[str], table: pa.Table) -> dict[str, bytes]:
-    """The JSONL bytes (one :func:`export_record` a line) of ``table``'s rows (a :data:`SCHEMAS` table) for
-    each target in ``targets``, built from whole columns and written by Polars; targets with the same
-    records (OpenAI's and SageMaker's SFT lines) are serialised once."""
-    by_shape: dict[str, bytes] = {}
-    out = {}
-    for t in targets:
-        shape = line_shape(fmt, t)
-        if shape in by_shape:
-            out[t] = by_shape[shape]
-            continue
-        if not table.num_rows:
-            lines = b""
-        elif t == "sagemaker" or (t == "openai" and fmt == "sft"):
-            lines = _ndjson(table.select(list(_EXPORT_COLUMNS[fmt])))
-        elif t == "openai":
-            lines = _ndjson(pa.table({
-                "input": pa.StructArray.from_arrays([string_column(table, "prompt")], names=["messages"]),
-                "preferred_output": string_column(table, "chosen"), "non_preferred_output": string_column(table, "rejected")}))
-        else:
-            lines = _bedrock_lines(string_column(table, "messages"))
-        by_shape[shape] = out[t] = lines
-    return out
+def export_lines(fmt: str, target: str, table: pa.Table) -> bytes:
+    """The JSONL bytes (one :func:`export_record` of ``target`` a line) of ``table``'s rows (a :data:`SCHEMAS`
+    table, more columns allowed), built from whole columns and written by Polars."""
+    if not table.num_rows:
+        return b""
+    if target == "sagemaker" or (target == "openai" and fmt == "sft"):
+        return _ndjson(table.select(list(_EXPORT_COLUMNS[fmt])))
+    if target == "openai":
+        return _ndjson(pa.table({
+            "input": pa.StructArray.from_arrays([string_column(table, "prompt")], names=["messages"]),
+            "preferred_output": string_column(table, "chosen"), "non_preferred_output": string_column(table, "rejected")}))
+    return _bedrock_lines(string_column(table, "messages"))
+
+
+def export_rows(fmt: str, rows: int) -> dict[str, int]:
+    """Rows each export target's files hold for a version of format ``fmt`` with ``rows`` rows in all: every
+    row, or 0 where the target takes no such format (:data:`EXPORT_FORMATS`); the card and lineage list them."""
+    return {target: rows if fmt in fmts else 0 for target, fmts in EXPORT_FORMATS.items()}
 
 
 def write_export(data: Path, fmt: str, target: str, out: Path, batch_rows: int = 8192) -> dict[str, int]:
@@ -228,7 +217,7 @@ def write_export(data: Path, fmt: str, target: str, out: Path, batch_rows: int =
             with open(tmp, "wb") as fh:
                 source = pq.ParquetFile(data / f"{split}.parquet")
                 for batch in source.iter_batches(batch_rows, columns=list(_EXPORT_COLUMNS[fmt])):
-                    fh.write(export_lines(fmt, [target], pa.Table.from_batches([batch]))[target])
+                    fh.write(export_lines(fmt, target, pa.Table.from_batches([batch])))
                     rows[split] += batch.num_rows
             os.replace(tmp, path)
         finally:

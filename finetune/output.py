@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from finetune.build import Built
-from finetune.exports import SCHEMAS
+from finetune.exports import SCHEMAS, export_rows
 from finetune.splits import SPLITS
 
 
@@ -45,8 +45,8 @@ def write(built: Built, root: Path) -> Path:
     else:
         shutil.copytree(built.files / "data", tmp / "data")
     (tmp / "spec.yaml").write_text(built.spec.canonical_yaml())
-    (tmp / "lineage.json").write_text(json.dumps(lineage(built, built.exports), indent=2, sort_keys=True) + "\n")
-    (tmp / "README.md").write_text(card(built, built.exports))
+    (tmp / "lineage.json").write_text(json.dumps(lineage(built), indent=2, sort_keys=True) + "\n")
+    (tmp / "README.md").write_text(card(built))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     if built.staged:
@@ -55,16 +55,16 @@ def write(built: Built, root: Path) -> Path:
     return folder
 
 
-def lineage(built: Built, exports: dict[str, int]) -> dict:
+def lineage(built: Built) -> dict:
     """What the card says, as data (stored in ``lineage.json`` and in the lake's registry)."""
     r = built.report
     return {"version": built.version, "name": built.spec.name, "format": built.spec.format,
             "spec_sha256": built.spec.sha256(), "lake_snapshots": built.snapshot.as_dict(),
             "steps": [[s, n] for s, n in r.steps], "dropped": r.dropped, "pii": r.pii, "splits": r.splits,
-            "distribution": r.distribution, "exports": exports}
+            "distribution": r.distribution, "exports": export_rows(built.spec.format, sum(r.splits.values()))}
 
 
-def card(built: Built, exports: dict[str, int]) -> str:
+def card(built: Built) -> str:
     """The dataset card (README.md): front matter for the Hugging Face hub loader, then lineage."""
     r, spec = built.report, built.spec
     lines = ["---", "configs:", "- config_name: default", "  data_files:"]
@@ -84,6 +84,7 @@ def card(built: Built, exports: dict[str, int]) -> str:
         lines += [f"| {s} | {k} | {v:,} |" for s, d in r.distribution.items() for k, v in d.get(dim, {}).items()]
     lines += ["", "## Exports", "", f"Written when asked: `flywheel dataset export {built.version} --to <target> --out "
               "<folder>`.", ""]
-    lines += [f"- {k}: {v:,} rows" + ("" if v else " (no such format for this target)") for k, v in exports.items()]
+    lines += [f"- {k}: {v:,} rows" + ("" if v else " (no such format for this target)")
+              for k, v in export_rows(spec.format, sum(r.splits.values())).items()]
     lines += ["", "## Spec", "", "```yaml", spec.canonical_yaml().rstrip(), "```", ""]
     return "\n".join(lines)

@@ -57,7 +57,7 @@ from finetune.cleaning import ANSWERS, Cleaner, step_names
 from finetune.columns import prompt_parts, string_column
 from finetune.config import memory_bytes
 from finetune.errors import DatasetError
-from finetune.exports import EXPORT_FORMATS, SCHEMAS, format_rows
+from finetune.exports import SCHEMAS, format_rows
 from finetune.prefetch import prefetch
 from finetune.redact import Redactor, replace_texts, start_workers
 from finetune.spec import DatasetSpec
@@ -112,8 +112,7 @@ class StreamConfig:
 class StreamStats:
     """Counts and sizes of one streaming build: ``steps`` (name, rows after), ``dropped`` (name → rows),
     ``pii`` (texts, texts_changed, entities), ``splits`` (name → rows), ``distribution`` (split → dim →
-    value → rows), ``exports`` (target → rows its export holds: all kept rows, or 0 where the target takes no
-    such format), ``state_bytes`` (cross-batch state in memory at the end of
+    value → rows), ``state_bytes`` (cross-batch state in memory at the end of
     pass 1), ``state_disk_bytes`` (its key-index runs on disk), ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds: select, pass 1, splits, pass 2),
     ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only)."""
 
@@ -122,7 +121,6 @@ class StreamStats:
     pii: dict[str, Any]
     splits: dict[str, int]
     distribution: dict[str, dict[str, dict[str, int]]]
-    exports: dict[str, int]
     state_bytes: int
     pii_workers: int
     state_disk_bytes: int = 0
@@ -375,9 +373,8 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     else:
         pii = {"texts": 0, "texts_changed": 0, "entities": {}, "disabled": not spec.cleaning.pii}
     distribution = {name: {dim: dict(sorted(c.items())) for dim, c in d.items()} for name, d in dist.items()}
-    exports = {t: kept_rows if fmt in EXPORT_FORMATS[t] else 0 for t in EXPORT_FORMATS}
     seconds = {k: round(v, 2) for k, v in seconds.items()}
-    return StreamStats(steps, dropped, pii, split_rows, distribution, exports, state_bytes,
+    return StreamStats(steps, dropped, pii, split_rows, distribution, state_bytes,
                        redactor.workers if redactor else 0, state_disk_bytes, seconds,
                        {k: v for k, v in memory.items() if v is not None})
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from finetune import build, dedup, kernels, stream
+from finetune import build, dedup, kernels, output, stream
 from finetune.errors import DatasetError
 from finetune.keyindex import _PROBES, DiskRun, KeyIndex, mix64
 from finetune.neardup import StreamingClusters, _unique_pairs
@@ -167,9 +167,10 @@ def test_exports_hold_each_parquet_row_as_its_targets_record(lake, fmt, tmp_path
     built = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=2000))
     assert not (built.files / "exports").exists()
     targets = [t for t, fmts in EXPORT_FORMATS.items() if fmt in fmts]
+    listed = output.lineage(built)["exports"]  # what the card and the registry say each export holds
     for target in targets:
         written = write_export(built.files / "data", fmt, target, tmp_path / target, batch_rows=300)
-        assert written == built.report.splits and built.exports[target] == sum(written.values())
+        assert written == built.report.splits and listed[target] == sum(written.values())
     for name in SPLITS:
         rows = pq.read_table(built.files / "data" / f"{name}.parquet").to_pylist()
         assert len(rows) > 300
@@ -180,7 +181,7 @@ def test_exports_hold_each_parquet_row_as_its_targets_record(lake, fmt, tmp_path
     for target in set(EXPORT_FORMATS) - set(targets):
         with pytest.raises(DatasetError, match="takes no"):
             write_export(built.files / "data", fmt, target, tmp_path / target)
-        assert built.exports[target] == 0
+        assert listed[target] == 0
 
 
 def test_bedrock_lines_keep_system_messages_apart(lake):
@@ -198,7 +199,7 @@ def test_bedrock_lines_keep_system_messages_apart(lake):
         rows[i]["messages"] = [{"role": "system", "content": "Réponds brièvement."},
                                {"role": "system", "content": "Cite sources."}] + list(rows[i]["messages"])
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["sft"])
-    lines = export_lines("sft", ["bedrock"], table)["bedrock"].splitlines()
+    lines = export_lines("sft", "bedrock", table).splitlines()
     assert lines == [orjson.dumps(export_record("sft", "bedrock", r)) for r in table.to_pylist()]
     assert [b'"system"' in line for line in lines] == [i in (0, 7, 8, 49) for i in range(50)]
 

@@ -29,7 +29,7 @@ import yaml
 
 from finetune import registry
 from finetune.splits import SPLITS
-from finetune.exports import EXPORT_FORMATS, SCHEMAS
+from finetune.exports import SCHEMAS, export_rows
 
 SCHEMA = pa.schema(list(SCHEMAS["sft"]) + [
     pa.field("synthetic", pa.bool_()), pa.field("seed_message_ids", pa.list_(pa.string())),
@@ -40,7 +40,6 @@ SCHEMA = pa.schema(list(SCHEMAS["sft"]) + [
     pa.field("answer_tokens_in", pa.int64()), pa.field("answer_tokens_out", pa.int64()),
 ])
 """The sft schema of :data:`finetune.exports.SCHEMAS` (TRL's ``messages`` + lineage) + synthetic lineage."""
-TARGETS = tuple(t for t, fmts in EXPORT_FORMATS.items() if "sft" in fmts)
 
 
 def version_id(name: str, recipe: dict, rows: list[dict]) -> str:
@@ -51,13 +50,13 @@ def version_id(name: str, recipe: dict, rows: list[dict]) -> str:
 
 
 def _write_files(folder: Path, rows: list[dict]) -> dict[str, int]:
-    """data/*.parquet; rows each export target's files will hold (:func:`finetune.exports.write_export`)."""
+    """data/*.parquet; rows each export target's files will hold (:func:`finetune.exports.export_rows`)."""
     (folder / "data").mkdir(parents=True)
     by_split = {"train": rows, "validation": [], "test": []}
     for split in SPLITS:
         table = pa.Table.from_pylist(by_split[split], schema=SCHEMA) if by_split[split] else SCHEMA.empty_table()
         pq.write_table(table, folder / "data" / f"{split}.parquet", compression="snappy")
-    return {target: len(rows) if target in TARGETS else 0 for target in EXPORT_FORMATS}
+    return export_rows("sft", len(rows))
 
 
 def card(version: str, lineage: dict) -> str:
