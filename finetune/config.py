@@ -35,7 +35,7 @@ class DatasetSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_DATASET_")
     root: Path = Field(default_factory=lambda: flywheel_home() / "datasets")
     duckdb_memory: str = Field("512MB", pattern=MEMORY_SIZE)
-    sort_rows: int = Field(32_768, ge=1)
+    sort_rows: int = Field(16_384, ge=1)
     partition_answers: int | None = Field(None, ge=1)
     memory_keys: int = Field(1 << 20, ge=0)
     pii_workers: int | None = Field(None, ge=0)

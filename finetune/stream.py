@@ -73,7 +73,9 @@ class StreamConfig:
     """Knobs of the streaming build.
 
     ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per run and range of
-    the selection's external sort (memory scales with it too). ``memory_keys``: keys each of pass 1's key
+    the selection's external sort (memory scales with it too: at 1 M conversations the selection's peak RSS was
+    0.90 GB with 16,384 against 1.13 GB with 32,768, in the same time, below pass 2's ~1.04 GB; fewer rows make
+    more runs, and each range reads a slice of every run). ``memory_keys``: keys each of pass 1's key
     indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
     None: all in memory). ``partition_answers``: answers whose feedback one selection query aggregates
     (DuckDB holds it in hash tables it cannot spill, :data:`finetune.select.ANSWER_BYTES` each; None: as many
@@ -90,7 +92,7 @@ class StreamConfig:
     """
 
     batch_rows: int = 8192
-    sort_rows: int = 32_768
+    sort_rows: int = 16_384
     partition_answers: int | None = None
     memory_keys: int | None = 1 << 20
     duckdb_memory: str = "512MB"
