@@ -61,7 +61,12 @@ def lineage(built: Built) -> dict:
     return {"version": built.version, "name": built.spec.name, "format": built.spec.format,
             "spec_sha256": built.spec.sha256(), "lake_snapshots": built.snapshot.as_dict(),
             "steps": [[s, n] for s, n in r.steps], "dropped": r.dropped, "pii": r.pii, "splits": r.splits,
-            "distribution": r.distribution, "exports": export_rows(built.spec.format, sum(r.splits.values()))}
+            "distribution": r.distribution, "exports": _exports(built)}
+
+
+def _exports(built: Built) -> dict[str, int]:
+    """Rows each export target's files hold for this version (:func:`finetune.exports.export_rows`)."""
+    return export_rows(built.spec.format, sum(built.report.splits.values()))
 
 
 def card(built: Built) -> str:
@@ -85,6 +90,6 @@ def card(built: Built) -> str:
     lines += ["", "## Exports", "", f"Written when asked: `flywheel dataset export {built.version} --to <target> --out "
               "<folder>`.", ""]
     lines += [f"- {k}: {v:,} rows" + ("" if v else " (no such format for this target)")
-              for k, v in export_rows(spec.format, sum(r.splits.values())).items()]
+              for k, v in _exports(built).items()]
     lines += ["", "## Spec", "", "```yaml", spec.canonical_yaml().rstrip(), "```", ""]
     return "\n".join(lines)

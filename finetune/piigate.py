@@ -309,7 +309,7 @@ def _gated_phone_class():
             """Per region, the ``(offset, piece)`` of ``text`` its matcher must see: the pieces (or the whole
             text) where the region's gate is found. A piece runs from one :data:`_HARD` character to the next,
             both included (the text's ends where there is none)."""
-            ks = self._ks()
+            ks = self._ks
             hits = self.__dict__.get("_scanned", {}).get(text)
             if hits is None:
                 hits = {k: [(m.start(), m.end()) for m in phone_gate(k).finditer(text)] for k in ks}
@@ -332,12 +332,10 @@ def _gated_phone_class():
                 passing[k] = list(pieces.values())
             return {r: passing[min_digits(r)] for r in self.supported_regions if passing[min_digits(r)]}
 
+        @functools.cached_property
         def _ks(self) -> list[int]:
-            """The gate's digit counts of the supported regions (:func:`min_digits`), ascending; made once."""
-            ks = self.__dict__.get("_digit_counts")
-            if ks is None:
-                ks = self._digit_counts = sorted({min_digits(r) for r in self.supported_regions})
-            return ks
+            """The gate's digit counts of the supported regions (:func:`min_digits`), ascending."""
+            return sorted({min_digits(r) for r in self.supported_regions})
 
         def scan(self, texts) -> None:
             """Find the gate's hits (:func:`phone_gate` for each region's :func:`min_digits`) in every text of
@@ -346,7 +344,7 @@ def _gated_phone_class():
             if texts is None:
                 self._scanned = {}
                 return
-            ks = self._ks()
+            ks = self._ks
             per_k = {k: arrow_phone_hits(texts, k) for k in ks}
             self._scanned = {text: {k: per_k[k][i] for k in ks} for i, text in enumerate(texts.to_pylist())}
 
