@@ -16,6 +16,7 @@ Where the rows come from (per the issue):
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import duckdb
@@ -105,35 +106,92 @@ def answer_filter(sel: Selection, params: list, alias: str = "i") -> str:
 
 
 def _part(column: str, partition: tuple[int, int] | None) -> str:
-    """SQL condition: the message id ``column`` falls in hash partition ``(k, of)`` (``TRUE`` for None)."""
+    """SQL condition: the answer key ``column`` (:data:`ANSWER_KEY`'s value) falls in hash partition
+    ``(k, of)`` (``TRUE`` for None)."""
     return "TRUE" if partition is None else f"hash({column}) % {int(partition[1])} = {int(partition[0])}"
 
 
-def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
-                    partition: tuple[int, int] | None = None) -> None:
-    """Temp views over the selected feedback: ``fb`` (source filter), ``per_answer`` (one row per
-    answer: mean rating over the criteria, thumbs, preference wins, latest correction, and the
-    mean of each safety label; only the answers of hash ``partition`` ``(k, of)`` when given)."""
+def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+    """Temp views over the selected feedback: ``fb`` (source filter) and ``per_answer`` (one row per answer:
+    mean rating over the criteria, thumbs, latest correction, and ``unsafe``, from the mean of each safety
+    label), which the preference query joins."""
     sel, params = spec.selection, []
     src = _in("feedback_source", list(sel.feedback_sources), params)
     con.execute(f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM feedback WHERE {src}", params)
-    crit = ", ".join(f"'{c.replace(chr(39), '')}'" for c in sel.rating_criteria) or "NULL"
-    safety = spec.cleaning.safety_labels
-    label_cols = "".join(
-        f", avg(rating_normalized) FILTER (WHERE kind = 'rating' AND rating_name = '{n.replace(chr(39), '')}') "
-        f"AS safety_{i}" for i, n in enumerate(safety))
-    unsafe = " OR ".join(f"coalesce(safety_{i} >= {float(v)}, false)" for i, v in enumerate(safety.values())) or "false"
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW per_answer AS
-        SELECT message_id, rating, ratings, ups, downs, correction, ({unsafe}) AS unsafe FROM (
-            SELECT message_id,
-                   avg(rating_normalized) FILTER (WHERE kind = 'rating' AND rating_name IN ({crit})) AS rating,
-                   count(*) FILTER (WHERE kind = 'rating' AND rating_name IN ({crit})) AS ratings,
-                   count(*) FILTER (WHERE kind = 'thumb' AND thumb = 'up') AS ups,
-                   count(*) FILTER (WHERE kind = 'thumb' AND thumb = 'down') AS downs,
+        SELECT message_id, rating, ratings, ups, downs, correction, unsafe FROM (
+            SELECT message_id, {_aggregates(spec)},
                    arg_max(correction, occurred_at) FILTER (WHERE kind = 'correction') AS correction
-                   {label_cols}
-            FROM fb WHERE message_id IS NOT NULL AND {_part("message_id", partition)} GROUP BY message_id)""")
+            FROM fb WHERE message_id IS NOT NULL GROUP BY message_id)""")
+
+
+def _aggregates(spec: DatasetSpec) -> str:
+    """SQL select list of the per-answer feedback aggregates over ``fb`` grouped by answer: ``rating`` (mean
+    over ``rating_criteria``), ``ratings``, ``ups``, ``downs`` and ``unsafe`` (a safety label's mean at or
+    above its threshold)."""
+    crit = ", ".join(f"'{c.replace(chr(39), '')}'" for c in spec.selection.rating_criteria) or "NULL"
+    safety = spec.cleaning.safety_labels
+    label = "avg(rating_normalized) FILTER (WHERE kind = 'rating' AND rating_name = '{}')"
+    unsafe = " OR ".join(f"coalesce({label.format(n.replace(chr(39), ''))} >= {float(v)}, false)"
+                         for n, v in safety.items()) or "false"
+    return f"""avg(rating_normalized) FILTER (WHERE kind = 'rating' AND rating_name IN ({crit})) AS rating,
+               count(*) FILTER (WHERE kind = 'rating' AND rating_name IN ({crit})) AS ratings,
+               count(*) FILTER (WHERE kind = 'thumb' AND thumb = 'up') AS ups,
+               count(*) FILTER (WHERE kind = 'thumb' AND thumb = 'down') AS downs,
+               ({unsafe}) AS unsafe"""
+
+
+ANSWER_KEY = "md5_number({})"
+"""SQL of an answer's join key from its message id: the 128-bit MD5 of the id as one integer (16 bytes in
+DuckDB's hash tables, against 16 plus the id's length for the text; two of 10 M distinct ids share one with
+probability about 10**-25). Compact keys are what lets one query hold ~4 M answers (:data:`ANSWER_BYTES`)."""
+
+_FLAGS = ("rating", "thumbs", "preference", "correction")
+"""The reasons an answer qualifies for ``sft``, as the bits (1, 2, 4, 8) of its ``flags``; ``origin`` names
+the set ones in this order."""
+
+
+def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, str | None]:
+    """Create (once per connection and selection) the temp tables the ``sft`` or ``kto`` query joins the
+    answers to, keyed by :data:`ANSWER_KEY` only (no text): for ``sft`` the qualifying answers' ``flags`` (see
+    :data:`_FLAGS`) and ``unsafe``, and their latest corrections apart; for ``kto`` the answers with thumbs,
+    their ``ups``, ``downs`` and ``unsafe``. Returns the two table names (corrections None for ``kto``).
+    Aggregating before the join, instead of inside it, keeps the join's hash table at ~70 bytes an answer."""
+    sel = spec.selection
+    _feedback_views(con, spec)
+    key = ANSWER_KEY.format("message_id")
+    corrections = None
+    if spec.format == "sft":
+        corrections = f"""SELECT {key} AS k, arg_max(correction, occurred_at) AS correction FROM fb
+                          WHERE kind = 'correction' AND message_id IS NOT NULL GROUP BY 1"""
+        bits = [f"CASE WHEN a.rating >= {float(sel.min_rating)} THEN 1 ELSE 0 END"]
+        if sel.use_thumbs:
+            bits.append("CASE WHEN a.ups > a.downs THEN 2 ELSE 0 END")
+        if sel.use_preferences:
+            bits.append("CASE WHEN w.wins > 0 THEN 4 ELSE 0 END")
+        if sel.use_corrections:
+            bits.append("CASE WHEN c.correction IS NOT NULL THEN 8 ELSE 0 END")
+        answers = f"""
+            WITH a AS (SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1),
+                 w AS (SELECT {ANSWER_KEY.format("chosen_message_id")} AS k, count(*) AS wins FROM fb
+                       WHERE kind = 'preference' AND NOT coalesce(preference_tie, false) GROUP BY 1),
+                 c AS (SELECT * FROM {{corrections}})
+            SELECT * FROM (SELECT k, CAST({' + '.join(bits)} AS UTINYINT) AS flags, coalesce(a.unsafe, false) AS unsafe
+                           FROM a FULL JOIN w USING (k) FULL JOIN c USING (k))
+            WHERE flags <> 0"""
+    else:
+        answers = f"""
+            SELECT k, CAST(ups AS UINTEGER) AS ups, CAST(downs AS UINTEGER) AS downs, unsafe FROM (
+                SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1)
+            WHERE ups + downs > 0"""
+    # named by their SQL: the same selection on this connection reuses them (partitions, counting)
+    tag = hashlib.sha256((answers + (corrections or "")).encode()).hexdigest()[:16]
+    names = f"answers_{tag}", (f"corrections_{tag}" if corrections else None)
+    if corrections:
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {names[1]} AS {corrections}")
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {names[0]} AS {answers.format(corrections=names[1])}")
+    return names
 
 
 ANSWER_COLS = "i.conversation_id, i.message_id, i.prompt, i.response, i.source, i.app, i.model, i.prompt_version"
@@ -141,34 +199,25 @@ ANSWER_COLS = "i.conversation_id, i.message_id, i.prompt, i.response, i.source, 
 
 def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
               partition: tuple[int, int] | None = None) -> tuple[str, list]:
-    """The SQL and bound values of the SFT candidates (creates its temp views on ``con``). Columns:
-    conversation_id, message_id, prompt (list of {role, content}), response (the correction where there
-    is one), corrected, origin (why it qualified, comma-joined), source, app, model, prompt_version,
-    unsafe. Unordered (see :data:`SORT_KEYS`); only the answers of hash ``partition`` ``(k, of)`` when given."""
+    """The SQL and bound values of the SFT candidates (creates its temp tables on ``con``:
+    :func:`_answer_tables`). Columns: conversation_id, message_id, prompt (list of {role, content}), response
+    (the correction where there is one), corrected, origin (why it qualified, comma-joined), source, app,
+    model, prompt_version, unsafe. Unordered (see :data:`SORT_KEYS`); only the answers of hash ``partition``
+    ``(k, of)`` when given."""
     sel = spec.selection
-    _feedback_views(con, spec, partition)
+    answers, corrections = _answer_tables(con, spec)
     params: list = []
-    where = f"{answer_filter(sel, params)} AND {_part('i.message_id', partition)}"
-    reasons = [f"CASE WHEN a.rating >= {float(sel.min_rating)} THEN 'rating' END"]
-    if sel.use_thumbs:
-        reasons.append("CASE WHEN a.ups > a.downs THEN 'thumbs' END")
-    if sel.use_preferences:
-        reasons.append("CASE WHEN w.wins > 0 THEN 'preference' END")
-    if sel.use_corrections:
-        reasons.append("CASE WHEN a.correction IS NOT NULL THEN 'correction' END")
-    origin = f"concat_ws(',', {', '.join(reasons)})"
-    response = "coalesce(a.correction, i.response)" if sel.use_corrections else "i.response"
+    key = ANSWER_KEY.format("i.message_id")
+    where = f"{answer_filter(sel, params)} AND {_part(key, partition)}"
+    origin = ", ".join(f"CASE WHEN a.flags & {1 << b} <> 0 THEN '{name}' END" for b, name in enumerate(_FLAGS))
+    response = "coalesce(c.correction, i.response)" if sel.use_corrections else "i.response"
+    # LEFT JOINs with the filter on a: the answers' table is the build side (the lake's texts stream through)
     return f"""
-        WITH w AS (SELECT chosen_message_id AS message_id, count(*) AS wins FROM fb
-                   WHERE kind = 'preference' AND NOT coalesce(preference_tie, false)
-                         AND {_part("chosen_message_id", partition)} GROUP BY 1)
-        SELECT * FROM (
-            SELECT {ANSWER_COLS.replace('i.response', f'{response} AS response')},
-                   {('a.correction IS NOT NULL' if sel.use_corrections else 'false')} AS corrected,
-                   {origin} AS origin, coalesce(a.unsafe, false) AS unsafe
-            FROM interactions i LEFT JOIN per_answer a USING (message_id) LEFT JOIN w USING (message_id)
-            WHERE {where})
-        WHERE origin <> ''""", params
+        SELECT {ANSWER_COLS.replace('i.response', f'{response} AS response')},
+               {('c.correction IS NOT NULL' if sel.use_corrections else 'false')} AS corrected,
+               concat_ws(',', {origin}) AS origin, a.unsafe
+        FROM interactions i LEFT JOIN {answers} a ON a.k = {key} LEFT JOIN {corrections} c ON c.k = {key}
+        WHERE a.flags IS NOT NULL AND {_part('a.k', partition)} AND {where}""", params
 
 
 def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[str, list]:
@@ -222,16 +271,18 @@ def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple
 
 def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
               partition: tuple[int, int] | None = None) -> tuple[str, list]:
-    """The SQL and bound values of the answers with thumbs. Columns: conversation_id, message_id, prompt,
-    response, label (bool), source, app, model, prompt_version, unsafe, and ``tied`` (as many ups as
-    downs: rows to drop and count). Only the answers of hash ``partition`` ``(k, of)`` when given."""
-    _feedback_views(con, spec, partition)
+    """The SQL and bound values of the answers with thumbs (creates its temp table on ``con``:
+    :func:`_answer_tables`). Columns: conversation_id, message_id, prompt, response, label (bool), source,
+    app, model, prompt_version, unsafe, and ``tied`` (as many ups as downs: rows to drop and count). Only the
+    answers of hash ``partition`` ``(k, of)`` when given."""
+    answers, _ = _answer_tables(con, spec)
     params: list = []
-    where = f"{answer_filter(spec.selection, params)} AND {_part('i.message_id', partition)}"
+    key = ANSWER_KEY.format("i.message_id")
+    where = f"{answer_filter(spec.selection, params)} AND {_part(key, partition)}"
     return f"""
-        SELECT {ANSWER_COLS}, a.ups > a.downs AS label, a.ups = a.downs AS tied, coalesce(a.unsafe, false) AS unsafe
-        FROM interactions i JOIN per_answer a USING (message_id)
-        WHERE a.ups + a.downs > 0 AND {where}""", params
+        SELECT {ANSWER_COLS}, a.ups > a.downs AS label, a.ups = a.downs AS tied, a.unsafe
+        FROM interactions i LEFT JOIN {answers} a ON a.k = {key}
+        WHERE a.ups IS NOT NULL AND {_part('a.k', partition)} AND {where}""", params
 
 
 SORT_KEYS = {
@@ -250,27 +301,29 @@ DROPPED_FLAG = {"sft": None, "preference": ("conflicting", "conflicting pairs dr
 
 
 PARTITIONED = ("sft", "kto")
-"""Formats whose candidates are single answers, joined to their feedback by message id only: their query can
-run in hash partitions of the message ids (:func:`answer_partitions`), each holding the feedback aggregates of
-its own answers only. A preference pair joins two answers (and pairs judged both ways), so it runs whole."""
+"""Formats whose candidates are single answers, joined to their feedback by answer key only: their query can
+run in hash partitions of the keys (:func:`answer_partitions`), each joining the feedback of its own answers
+only. A preference pair joins two answers (and pairs judged both ways), so it runs whole."""
 
-ANSWER_BYTES = 256
-"""Memory DuckDB takes per answer for the per-answer feedback its joins hold in hash tables (measured: 251 MiB
-for 1,022,560 answers of the 2 M-conversation bench lake, at its peak), which it cannot spill."""
+ANSWER_BYTES = 80
+"""Memory DuckDB takes per answer for the join of the lake's answers to :func:`_answer_tables`' (measured on
+the 4 M-conversation bench lake, 4,220,040 qualifying ``sft`` answers in one query: it ran out of memory under
+a 320 MB cap and ran without spilling under 384 MB, 37.6 s against 38.0 s under 512 MB; under 256 MB it
+spilled the join and took 119 s). 256 bytes while the join held the aggregates of the feedback itself."""
 
 
 def answer_partitions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, answers_per_partition: int) -> int:
-    """How many hash partitions of the message ids the format's query runs in so that each aggregates the
-    feedback of at most ``answers_per_partition`` answers: the selected feedback's distinct message ids over
-    it, rounded up; 1 for a format not in :data:`PARTITIONED`. Each partition's query reads the whole lake
+    """How many hash partitions of the answer keys the format's query runs in so that each joins at most
+    ``answers_per_partition`` answers: the answers in :func:`_answer_tables`' table (created here) over it,
+    rounded up; 1 for a format not in :data:`PARTITIONED`. Each partition's query reads the lake's texts
     again. Raises ``ValueError`` for ``answers_per_partition`` < 1."""
     if answers_per_partition < 1:
         raise ValueError("answers_per_partition must be at least 1")
     if spec.format not in PARTITIONED:
         return 1
-    _feedback_views(con, spec)
-    answers = int(con.execute("SELECT count(DISTINCT message_id) FROM fb").fetchone()[0])
-    return max(1, -(-answers // int(answers_per_partition)))
+    answers, _ = _answer_tables(con, spec)
+    count = int(con.execute(f"SELECT count(*) FROM {answers}").fetchone()[0])
+    return max(1, -(-count // int(answers_per_partition)))
 
 
 def candidate_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, ordered: bool = True,
@@ -278,7 +331,7 @@ def candidate_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, ordered: 
     """SQL and bound values of the format's candidates, in :data:`SORT_KEYS` order when ``ordered`` (the
     streaming build sorts them itself: :mod:`finetune.extsort`); see :data:`DROPPED_FLAG` for the flag column
     to filter. ``partition`` ``(k, of)``: only the candidates of the ``k``-th of ``of`` hash partitions of the
-    message ids (formats in :data:`PARTITIONED`; the partitions' rows together are the whole query's).
+    answer keys (formats in :data:`PARTITIONED`; the partitions' rows together are the whole query's).
     Raises DatasetError as the format's query does, ``ValueError`` for a partition of another format."""
     if partition is not None and spec.format not in PARTITIONED:
         raise ValueError(f"{spec.format} candidates are not partitioned (see PARTITIONED)")

@@ -20,10 +20,10 @@
    over the whole selection in chunks of record batches, so pass 2 mostly finds its chunks done; small builds
    redact in this process, chunk by chunk as pass 2 reaches them.
 
-Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it), but holds the hash
-tables of its joins with the per-answer feedback in memory whatever the cap, so ``sft`` and ``kto`` candidates
-are selected in hash partitions of the answers when they are more than half of ``duckdb_memory`` holds
-(``partition_answers``; the ``preference`` query runs whole); the sort holds a run or range of ``sort_rows``
+Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it, but a join that
+spills is several times slower), so ``sft`` and ``kto`` candidates are selected in hash partitions of the
+answers when their join's hash table would pass three quarters of it (``partition_answers``; the
+``preference`` query runs whole); the sort holds a run or range of ``sort_rows``
 rows (:mod:`finetune.extsort`); pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
 each in memory (12 bytes a key), the rest on disk (3 to 5 bytes a key stay in memory for the Bloom filters
 and fences: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
@@ -77,10 +77,10 @@ class StreamConfig:
     0.90 GB with 16,384 against 1.13 GB with 32,768, in the same time, below pass 2's ~1.04 GB; fewer rows make
     more runs, and each range reads a slice of every run). ``memory_keys``: keys each of pass 1's key
     indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
-    None: all in memory). ``partition_answers``: answers whose feedback one selection query aggregates
-    (DuckDB holds it in hash tables it cannot spill, :data:`finetune.select.ANSWER_BYTES` each; None: as many
-    as half of ``duckdb_memory`` holds): ``sft`` and ``kto`` candidates of more answers are selected in hash
-    partitions of the message ids, each reading the whole lake (:func:`finetune.select.answer_partitions`).
+    None: all in memory). ``partition_answers``: answers one selection query joins to
+    their feedback (DuckDB's hash table takes :data:`finetune.select.ANSWER_BYTES` each; None: as many as
+    three quarters of ``duckdb_memory`` hold): ``sft`` and ``kto`` candidates of more answers are selected in
+    hash partitions of the answers, each reading the lake's texts again (:func:`finetune.select.answer_partitions`).
     ``duckdb_memory``: DuckDB's
     ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` selected rows,
@@ -103,11 +103,11 @@ class StreamConfig:
     prepare_threads: int = 2
 
     def answers_per_query(self) -> int:
-        """``partition_answers``, or half of ``duckdb_memory`` over :data:`finetune.select.ANSWER_BYTES`.
-        Raises ``ValueError`` for a malformed ``duckdb_memory``."""
+        """``partition_answers``, or three quarters of ``duckdb_memory`` over :data:`finetune.select.ANSWER_BYTES`
+        (the rest for the scan of the lake's texts). Raises ``ValueError`` for a malformed ``duckdb_memory``."""
         if self.partition_answers is not None:
             return self.partition_answers
-        return max(1, memory_bytes(self.duckdb_memory) // (2 * select.ANSWER_BYTES))
+        return max(1, 3 * memory_bytes(self.duckdb_memory) // (4 * select.ANSWER_BYTES))
 
 
 @dataclass

@@ -246,7 +246,7 @@ def test_the_external_sort_gives_duckdbs_order_by(lake, tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["sft", "kto"])
 def test_the_selection_in_hash_partitions_gives_the_whole_querys_rows(lake, fmt):
-    """With at most 1,500 answers a query, the candidates are selected in hash partitions of the message ids:
+    """With at most 1,000 answers a query, the candidates are selected in hash partitions of the answers:
     every partition holds rows, no row is in two, and together they are the rows of the whole query."""
     import pyarrow as pa
 
@@ -257,7 +257,7 @@ def test_the_selection_in_hash_partitions_gives_the_whole_querys_rows(lake, fmt)
     con, _ = select.open_lake(stack.catalog())
     try:
         assert select.answer_partitions(con, spec, 10**9) == 1
-        parts = select.answer_partitions(con, spec, 1_500)
+        parts = select.answer_partitions(con, spec, 1_000)
         tables = [con.execute(*select.candidate_query(con, spec, ordered=False, partition=(k, parts)))
                   .fetch_arrow_table() for k in range(parts)]
         whole = con.execute(*select.candidate_query(con, spec, ordered=False)).fetch_arrow_table()
@@ -272,11 +272,12 @@ def test_the_selection_in_hash_partitions_gives_the_whole_querys_rows(lake, fmt)
 
 
 def test_a_duckdb_memory_size_gives_the_answers_one_query_holds():
-    """Half of ``duckdb_memory`` over 256 bytes an answer (MB as DuckDB reads it, 10**6 bytes), unless set."""
+    """Three quarters of ``duckdb_memory`` over 80 bytes an answer (MB as DuckDB reads it, 10**6 bytes),
+    unless set."""
     from finetune.config import memory_bytes
 
     assert memory_bytes("512MB") == 512 * 10**6 and memory_bytes("1.5GiB") == 3 * 2**29
-    assert stream.StreamConfig().answers_per_query() == 512 * 10**6 // 512
+    assert stream.StreamConfig().answers_per_query() == 4_800_000
     assert stream.StreamConfig(partition_answers=7).answers_per_query() == 7
     with pytest.raises(ValueError):
         memory_bytes("512 apples")
