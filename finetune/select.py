@@ -111,19 +111,21 @@ def _part(column: str, partition: tuple[int, int] | None) -> str:
     return "TRUE" if partition is None else f"hash({column}) % {int(partition[1])} = {int(partition[0])}"
 
 
-def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> str:
     """Temp views over the selected feedback: ``fb`` (source filter) and ``per_answer`` (one row per answer:
     mean rating over the criteria, thumbs, latest correction, and ``unsafe``, from the mean of each safety
-    label), which the preference query joins."""
-    sel, params = spec.selection, []
-    src = _in("feedback_source", list(sel.feedback_sources), params)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM feedback WHERE {src}", params)
+    label), which the preference query joins. Returns ``fb``'s definition."""
+    sources = [f"'{s.replace(chr(39), chr(39) * 2)}'" for s in spec.selection.feedback_sources]
+    # literals, not bound values: DuckDB does not prepare a CREATE VIEW with parameters
+    src = f"feedback_source IN ({', '.join(sources)})" if sources else "TRUE"
+    con.execute(fb := f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM feedback WHERE {src}")
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW per_answer AS
         SELECT message_id, rating, ratings, ups, downs, correction, unsafe FROM (
             SELECT message_id, {_aggregates(spec)},
                    arg_max(correction, occurred_at) FILTER (WHERE kind = 'correction') AS correction
             FROM fb WHERE message_id IS NOT NULL GROUP BY message_id)""")
+    return fb
 
 
 def _aggregates(spec: DatasetSpec) -> str:
@@ -157,9 +159,10 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
     answers to, keyed by :data:`ANSWER_KEY` only (no text): for ``sft`` the qualifying answers' ``flags`` (see
     :data:`_FLAGS`) and ``unsafe``, and their latest corrections apart; for ``kto`` the answers with thumbs,
     their ``ups``, ``downs`` and ``unsafe``. Returns the two table names (corrections None for ``kto``).
-    Aggregating before the join, instead of inside it, keeps the join's hash table at ~70 bytes an answer."""
+    Aggregating before the join, instead of inside it, keeps the join's hash table at ~80 bytes an answer
+    (:data:`ANSWER_BYTES`)."""
     sel = spec.selection
-    _feedback_views(con, spec)
+    fb = _feedback_views(con, spec)
     key = ANSWER_KEY.format("message_id")
     corrections = None
     if spec.format == "sft":
@@ -185,8 +188,8 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
             SELECT k, CAST(ups AS UINTEGER) AS ups, CAST(downs AS UINTEGER) AS downs, unsafe FROM (
                 SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1)
             WHERE ups + downs > 0"""
-    # named by their SQL: the same selection on this connection reuses them (partitions, counting)
-    tag = hashlib.sha256((answers + (corrections or "")).encode()).hexdigest()[:16]
+    # named by their SQL and fb's: the same selection on this connection reuses them (counting, partitions)
+    tag = hashlib.sha256("\n".join((fb, answers, corrections or "")).encode()).hexdigest()[:16]
     names = f"answers_{tag}", (f"corrections_{tag}" if corrections else None)
     if corrections:
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {names[1]} AS {corrections}")

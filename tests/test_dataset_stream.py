@@ -271,6 +271,25 @@ def test_the_selection_in_hash_partitions_gives_the_whole_querys_rows(lake, fmt)
     assert pa.concat_tables(tables).sort_by(keys).to_pylist() == whole.sort_by(keys).to_pylist()
 
 
+def test_selections_on_one_connection_each_join_their_own_feedback(lake):
+    """The answers' feedback tables are made once per connection and selection: a second selection on the same
+    connection that differs only in its feedback sources (none of the replayed feedback is an end user's)
+    gets its own, so it selects nothing where the first selected thousands."""
+    from finetune import select
+
+    stack, _ = lake
+    annotated = parse_spec({"name": "src-a", "format": "sft", "selection": {"feedback_sources": ["annotator"]}})
+    end_users = parse_spec({"name": "src-e", "format": "sft", "selection": {"feedback_sources": ["end_user"]}})
+    con, _ = select.open_lake(stack.catalog())
+    try:
+        first = con.execute(*select.candidate_query(con, annotated, ordered=False)).fetch_arrow_table()
+        second = con.execute(*select.candidate_query(con, end_users, ordered=False)).fetch_arrow_table()
+        again = con.execute(*select.candidate_query(con, annotated, ordered=False)).fetch_arrow_table()
+    finally:
+        con.close()
+    assert first.num_rows > 1_000 and second.num_rows == 0 and again.num_rows == first.num_rows
+
+
 def test_a_duckdb_memory_size_gives_the_answers_one_query_holds():
     """Three quarters of ``duckdb_memory`` over 80 bytes an answer (MB as DuckDB reads it, 10**6 bytes),
     unless set."""
