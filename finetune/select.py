@@ -164,10 +164,18 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
     sel = spec.selection
     fb = _feedback_views(con, spec)
     key = ANSWER_KEY.format("message_id")
-    corrections = None
+
+    def table(kind: str, sql: str) -> str:
+        # named by fb's definition and its own SQL: the same selection on this connection reuses it
+        digest = hashlib.sha256("\n".join((fb, sql)).encode()).hexdigest()[:16]
+        name = f"{kind}_{digest}"
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} AS {sql}")
+        return name
+
     if spec.format == "sft":
-        corrections = f"""SELECT {key} AS k, arg_max(correction, occurred_at) AS correction FROM fb
-                          WHERE kind = 'correction' AND message_id IS NOT NULL GROUP BY 1"""
+        corrections = table("corrections", f"""
+            SELECT {key} AS k, arg_max(correction, occurred_at) AS correction FROM fb
+            WHERE kind = 'correction' AND message_id IS NOT NULL GROUP BY 1""")
         bits = [f"CASE WHEN a.rating >= {float(sel.min_rating)} THEN 1 ELSE 0 END"]
         if sel.use_thumbs:
             bits.append("CASE WHEN a.ups > a.downs THEN 2 ELSE 0 END")
@@ -175,26 +183,18 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
             bits.append("CASE WHEN w.wins > 0 THEN 4 ELSE 0 END")
         if sel.use_corrections:
             bits.append("CASE WHEN c.correction IS NOT NULL THEN 8 ELSE 0 END")
-        answers = f"""
+        answers = table("answers", f"""
             WITH a AS (SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1),
                  w AS (SELECT {ANSWER_KEY.format("chosen_message_id")} AS k, count(*) AS wins FROM fb
-                       WHERE kind = 'preference' AND NOT coalesce(preference_tie, false) GROUP BY 1),
-                 c AS (SELECT * FROM {{corrections}})
+                       WHERE kind = 'preference' AND NOT coalesce(preference_tie, false) GROUP BY 1)
             SELECT * FROM (SELECT k, CAST({' + '.join(bits)} AS UTINYINT) AS flags, coalesce(a.unsafe, false) AS unsafe
-                           FROM a FULL JOIN w USING (k) FULL JOIN c USING (k))
-            WHERE flags <> 0"""
-    else:
-        answers = f"""
-            SELECT k, CAST(ups AS UINTEGER) AS ups, CAST(downs AS UINTEGER) AS downs, unsafe FROM (
-                SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1)
-            WHERE ups + downs > 0"""
-    # named by their SQL and fb's: the same selection on this connection reuses them (counting, partitions)
-    tag = hashlib.sha256("\n".join((fb, answers, corrections or "")).encode()).hexdigest()[:16]
-    names = f"answers_{tag}", (f"corrections_{tag}" if corrections else None)
-    if corrections:
-        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {names[1]} AS {corrections}")
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {names[0]} AS {answers.format(corrections=names[1])}")
-    return names
+                           FROM a FULL JOIN w USING (k) FULL JOIN {corrections} c USING (k))
+            WHERE flags <> 0""")
+        return answers, corrections
+    return table("answers", f"""
+        SELECT k, CAST(ups AS UINTEGER) AS ups, CAST(downs AS UINTEGER) AS downs, unsafe FROM (
+            SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1)
+        WHERE ups + downs > 0"""), None
 
 
 ANSWER_COLS = "i.conversation_id, i.message_id, i.prompt, i.response, i.source, i.app, i.model, i.prompt_version"
