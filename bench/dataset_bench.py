@@ -17,7 +17,7 @@ the lake is setup, timed separately. Each build runs in a child process; its pea
 SFT over all answers but HH-RLHF harmless-base, with PII on for the pattern entities (e-mail, phone,
 card, IP); runs with ``--no-pii`` variants show what the pipeline costs without Presidio. After each build,
 the time to write its SageMaker JSONL export from the Parquet (``flywheel dataset export``, not part of a
-build) is reported apart (``export_sagemaker_s``).
+build) is reported apart (``export_sagemaker_s``, and its own peak RSS ``export_sagemaker_peak_rss_mb``).
 
     . .venv/bin/activate && python bench/dataset_bench.py                 # 1 copy and >= 1M conversations
     . .venv/bin/activate && python bench/dataset_bench.py --conversations 100000 --small-batch 1024
@@ -147,9 +147,12 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
     # the JSONL export that every format has, written from the Parquet when asked (not part of a build)
     from finetune.exports import write_export
 
+    with open("/proc/self/clear_refs", "w") as fh:  # a new VmHWM for the export alone
+        fh.write("5")
     started = time.perf_counter()
     write_export(folder / "data", spec.format, "sagemaker", root / "export-sagemaker")
     export_s = time.perf_counter() - started
+    export_peak_mb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) // 1024
     export_bytes = sum(p.stat().st_size for p in (root / "export-sagemaker").iterdir())
     conversations = set()
     for name in ("train", "validation", "test"):
@@ -162,7 +165,8 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
                       "splits": built.report.splits, "pii_report": built.report.pii,
                       "output_conversations": len(conversations),
                       "bytes_written": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
-                      "export_sagemaker_s": round(export_s, 1), "export_sagemaker_bytes": export_bytes}))
+                      "export_sagemaker_s": round(export_s, 1), "export_sagemaker_bytes": export_bytes,
+                      "export_sagemaker_peak_rss_mb": export_peak_mb}))
     import shutil
 
     shutil.rmtree(folder)
@@ -227,7 +231,7 @@ def main() -> None:
     base_runs = {r["variant"]: r for r in summary["runs"] if r["copies"] == 1}
     table = ["| copies | lake conversations | rows selected | rows kept | PII | batch | seconds | select / pass 1 / "
              "pass 2 s | conv/s | peak RSS MB | PII workers' peak MB | state MB | time ratio | RSS ratio | "
-             "SageMaker JSONL export s (apart) |",
+             "SageMaker JSONL export s / peak RSS MB (apart) |",
              "|" + "---|" * 15]
     for r in summary["runs"]:
         ref = base_runs[r["variant"]]
@@ -238,7 +242,7 @@ def main() -> None:
                      f"{' / '.join(str(r['phase_s'].get(p, '')) for p in ('select', 'pass 1', 'pass 2'))} | "
                      f"{r['lake_conversations_per_s']:,} | "
                      f"{r['peak_rss_mb']} | {r['pii_worker_peak_rss_mb']} | {r['state_mb']} | {r['time_ratio']} | "
-                     f"{r['rss_ratio']} | {r['export_sagemaker_s']} |")
+                     f"{r['rss_ratio']} | {r['export_sagemaker_s']} / {r['export_sagemaker_peak_rss_mb']} |")
     summary["table"] = table
     summary["target"] = "1M conversations < 60 s, memory bounded by the batch size"
     print("\n".join(table))

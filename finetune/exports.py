@@ -192,7 +192,8 @@ def write_export(data: Path, fmt: str, target: str, out: Path, batch_rows: int =
     """Write ``out/<split>.jsonl`` for each split of a dataset version of format ``fmt`` whose Parquet splits
     are ``data/<split>.parquet`` (:data:`SCHEMAS` columns, more allowed): one :func:`export_record` of
     ``target`` a line, row order kept, read ``batch_rows`` rows at a time (memory scales with it, not with
-    the split). Each file is written beside its place and renamed into it, so a reader never sees half a
+    the split: the reader does not pre-buffer, since pyarrow keeps pre-buffered row groups until the reader is
+    closed, apache/arrow#39808). Each file is written beside its place and renamed into it, so a reader never sees half a
     file. The same Parquet files give the same bytes. Returns rows written per split. Raises
     ``finetune.errors.DatasetError`` for an unknown target, a target that takes no such format
     (:data:`EXPORT_FORMATS`) or a missing split file."""
@@ -215,7 +216,7 @@ def write_export(data: Path, fmt: str, target: str, out: Path, batch_rows: int =
         rows[split] = 0
         try:
             with open(tmp, "wb") as fh:
-                source = pq.ParquetFile(data / f"{split}.parquet")
+                source = pq.ParquetFile(data / f"{split}.parquet", pre_buffer=False)
                 for batch in source.iter_batches(batch_rows, columns=list(_EXPORT_COLUMNS[fmt])):
                     fh.write(export_lines(fmt, target, pa.Table.from_batches([batch])))
                     rows[split] += batch.num_rows

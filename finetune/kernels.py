@@ -177,42 +177,52 @@ def minhash_signatures(hv: np.ndarray, n_shingles: np.ndarray, a: np.ndarray, b:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bloom_bit(key, probe, shift):
-    """The word index and the bit mask, in a filter of uint64 words, of one key's probe."""
-    pos = (key * probe) >> shift
-    return pos >> np.uint64(6), np.uint64(1) << (pos & np.uint64(63))
+def _bloom_bit(key, probe, words):
+    """The word index and the bit mask, in a filter of ``words`` uint64 words, of one key's probe."""
+    h = key * probe
+    return ((h >> np.uint64(32)) * words) >> np.uint64(32), np.uint64(1) << ((h >> np.uint64(26)) & np.uint64(63))
 
 
 @njit(cache=True, nogil=True)
-def _bloom_add_kernel(bits, keys, probes, shift):  # pragma: no cover - compiled
+def _bloom_add_kernel(bits, keys, probes, words):  # pragma: no cover - compiled
     for i in range(len(keys)):
         for p in range(len(probes)):
-            word, mask = _bloom_bit(keys[i], probes[p], shift)
+            word, mask = _bloom_bit(keys[i], probes[p], words)
             bits[word] |= mask
 
 
 @njit(cache=True, nogil=True)
-def _bloom_maybe_kernel(bits, keys, probes, shift):  # pragma: no cover - compiled
+def _bloom_maybe_kernel(bits, keys, probes, words):  # pragma: no cover - compiled
     out = np.ones(len(keys), np.bool_)
     for i in range(len(keys)):
         for p in range(len(probes)):
-            word, mask = _bloom_bit(keys[i], probes[p], shift)
+            word, mask = _bloom_bit(keys[i], probes[p], words)
             if not bits[word] & mask:
                 out[i] = False
                 break
     return out
 
 
-def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int | np.uint64) -> None:
-    """Set, in the Bloom filter ``bits`` (uint64 words of 64 bits, ``2**(64 - shift)`` bits in all), the bit
-    ``(key * probe mod 2**64) >> shift`` of each key (uint64) and probe (uint64 odd multipliers:
-    multiply-shift hashing, Dietzfelbinger et al. 1997). Modifies ``bits`` in place."""
+def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray) -> None:
+    """Set, in the Bloom filter ``bits`` (``w`` uint64 words, ``0 < w < 2**32``), one bit per key (uint64)
+    and probe (uint64 odd multipliers): with ``h = key * probe mod 2**64`` (multiply-shift hashing,
+    Dietzfelbinger et al. 1997), bit ``(h >> 26) & 63`` of word ``((h >> 32) * w) >> 32`` (Lemire's
+    multiply-high range reduction, "A fast alternative to the modulo reduction", 2016: any filter size, not
+    only powers of two). Modifies ``bits`` in place. Raises ``ValueError`` for a filter of no or 2**32 words
+    or more."""
     _bloom_add_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),
-                      np.ascontiguousarray(probes, dtype=np.uint64), np.uint64(shift))
+                      np.ascontiguousarray(probes, dtype=np.uint64), _words(bits))
 
 
-def bloom_maybe(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray, shift: int | np.uint64) -> np.ndarray:
+def _words(bits: np.ndarray) -> np.uint64:
+    if not 0 < len(bits) < 2**32:
+        raise ValueError(f"a Bloom filter takes 1 to 2**32 - 1 words, not {len(bits)}")
+    return np.uint64(len(bits))
+
+
+def bloom_maybe(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray) -> np.ndarray:
     """Bool (n,): whether all of each key's bits (as :func:`bloom_add` sets them) are set in ``bits``, i.e.
-    whether the key may have been added (False: it was not). Stops at a key's first unset bit."""
+    whether the key may have been added (False: it was not). Stops at a key's first unset bit. Raises
+    ``ValueError`` as :func:`bloom_add` does."""
     return _bloom_maybe_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),
-                               np.ascontiguousarray(probes, dtype=np.uint64), np.uint64(shift))
+                               np.ascontiguousarray(probes, dtype=np.uint64), _words(bits))

@@ -9,7 +9,7 @@ Lookups are vectorised binary searches over the runs. Nothing is ever deleted.
 With a ``folder``, the in-memory runs are written to disk as one sorted run whenever they pass
 ``memory_keys`` keys (:class:`DiskRun`); beyond :data:`_MAX_DISK_RUNS` of them, disk runs are merged as
 the in-memory ones are (streaming, in chunks): memory then holds at most ``memory_keys`` keys in runs, plus, per
-key on disk, a Bloom filter of 16 to 32 bits (7 probes: under 0.1 % of absent keys reach the disk; Bloom,
+key on disk, 16 bits of a Bloom filter (:data:`_BLOOM_BITS`; 7 probes: under 0.1 % of absent keys reach the disk; Bloom,
 "Space/time trade-offs in hash coding with allowable errors", CACM 1970) and one fence key per block of
 512. A lookup reads, for each needle the filter lets through, the one 4 KiB block its fence points to,
 through a memory map whose pages are dropped from the process again after the lookup.
@@ -54,6 +54,10 @@ def _merge(a: np.ndarray, av: np.ndarray, b: np.ndarray, bv: np.ndarray, keys: n
 
 _BLOCK = 512  # keys per block of a disk run: 4 KiB of keys
 _MAX_DISK_RUNS = 8  # disk runs merge only beyond this many (a merge rewrites both runs and their filters)
+_BLOOM_BITS = 16
+"""Bits of a disk run's Bloom filter per key: with 7 probes, (1 - e**(-7/16))**7, about 0.07 %, of absent keys
+pass one run's filter and cost a block read (Bloom 1970). Filters were sized to the next power of two (16 to 32
+bits a key, 27 on average on the 2 M bench, where the band indexes' filters held 100 MB); any size now takes as few."""
 _PROBES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB], dtype=np.uint64)
 """Odd multipliers: probe ``i`` of a key is the top bits of ``key * _PROBES[i]`` (multiply-shift hashing;
@@ -72,8 +76,7 @@ class DiskRun:
         fd, name = tempfile.mkstemp(dir=folder, suffix=".keys")
         self.keys_path = Path(name)
         self.values_path = self.keys_path.with_suffix(".values")
-        self.shift = np.uint64(64 - max(6, int(np.ceil(np.log2(16 * n)))))
-        self.bits = np.zeros(1 << (64 - int(self.shift) - 6), dtype=np.uint64)
+        self.bits = np.zeros(-(-n * _BLOOM_BITS // 64), dtype=np.uint64)
         fences, written, last = [], 0, None
         with open(fd, "wb") as kf, open(self.values_path, "wb") as vf:
             for keys, values in chunks:
@@ -82,7 +85,7 @@ class DiskRun:
                 keys.tofile(kf)
                 np.asarray(values, dtype=np.int32).tofile(vf)
                 fences.append(keys[(-written) % _BLOCK::_BLOCK])
-                kernels.bloom_add(self.bits, keys, _PROBES, self.shift)
+                kernels.bloom_add(self.bits, keys, _PROBES)
                 written += len(keys)
                 last = keys[-1]
             if written != n:
@@ -116,7 +119,7 @@ class DiskRun:
         out = np.full(len(needles), -1, dtype=np.int64)
         if not len(needles):
             return out
-        maybe = np.flatnonzero(kernels.bloom_maybe(self.bits, needles, _PROBES, self.shift))
+        maybe = np.flatnonzero(kernels.bloom_maybe(self.bits, needles, _PROBES))
         if not len(maybe):
             return out
         block = np.searchsorted(self.fence, needles[maybe], side="right") - 1

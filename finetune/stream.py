@@ -25,8 +25,8 @@ spills is several times slower), so ``sft`` and ``kto`` candidates are selected 
 answers when their join's hash table would pass three quarters of it (``partition_answers``; the
 ``preference`` query runs whole); the sort holds a run or range of ``sort_rows``
 rows (:mod:`finetune.extsort`); pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
-each in memory (12 bytes a key), the rest on disk (3 to 5 bytes a key stay in memory for the Bloom filters
-and fences: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
+each in memory (12 bytes a key), the rest on disk (2 bytes a key stay in memory for the Bloom filters,
+and a fence key per 512: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
 cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
 memory is handed back to the system between phases. :attr:`StreamStats.state_bytes` and
 ``state_disk_bytes`` report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
@@ -279,7 +279,8 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
             batches = extsort.read_batches(selected)
             for prepared in prefetch(pool, batches, cleaner.prepare, depth=threads):
                 cleaner.apply(prepared)
-        state_disk_bytes = cleaner.disk_bytes
+        # before close, which deletes the disk runs and with them their Bloom filters and fences in memory
+        state_bytes, state_disk_bytes = cleaner.state_bytes, cleaner.disk_bytes
     finally:
         cleaner.close()
     seconds["pass 1"] = time.perf_counter() - started
@@ -299,7 +300,6 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     started = time.perf_counter()
     label = cleaner.components()
     seconds["splits"] = time.perf_counter() - started
-    state_bytes = cleaner.state_bytes
     keep, kept_groups = cleaner.keep, cleaner.kept_groups
     del cleaner
     _release_memory()
