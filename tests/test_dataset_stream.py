@@ -226,12 +226,16 @@ def _external_sort(batches, schema, keys, work, bucket_rows, batch_rows):
     return pa.Table.from_batches(got, schema), sizes
 
 
-@pytest.mark.parametrize("fmt", ["sft", "preference"])
-def test_the_external_sort_gives_duckdbs_order_by(lake, tmp_path, fmt):
+@pytest.mark.parametrize("fmt, open_runs", [("sft", None), ("preference", None), ("sft", 3)])
+def test_the_external_sort_gives_duckdbs_order_by(lake, tmp_path, monkeypatch, fmt, open_runs):
     """The candidates streamed unsorted from DuckDB and sorted in runs and ranges of 300 rows (about 25 of
     each for the preference pairs) equal, row for row, DuckDB's ``ORDER BY`` of the same query (descending
-    strength with nulls last included), in record batches of exactly 700 rows."""
-    from finetune import select
+    strength with nulls last included), in record batches of exactly 700 rows; also when at most 3 runs'
+    readers may be open at a time (each range then closes and reopens them)."""
+    from finetune import extsort, select
+
+    if open_runs is not None:
+        monkeypatch.setattr(extsort, "_OPEN_RUNS", open_runs)
 
     stack, _ = lake
     spec = parse_spec({"name": f"sort-{fmt}", "format": fmt, "cleaning": {"pii": False}})
