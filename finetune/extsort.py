@@ -182,6 +182,7 @@ class _OpenRuns:
             other.close_reader()
 
     def close_all(self) -> None:
+        """Close every open reader (the sort's end, or its failure)."""
         with self._lock:
             runs, self._runs = list(self._runs.values()), OrderedDict()
         for run in runs:

@@ -60,8 +60,8 @@ pass one run's filter and cost a block read (Bloom 1970). Filters were sized to 
 bits a key, 27 on average on the 2 M bench, where the band indexes' filters held 100 MB); any size now takes as few."""
 _PROBES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB], dtype=np.uint64)
-"""Odd multipliers: probe ``i`` of a key is the top bits of ``key * _PROBES[i]`` (multiply-shift hashing;
-the keys are already mixed 64-bit hashes)."""
+"""Odd multipliers: probe ``i`` of a key is a bit chosen by the high bits of ``key * _PROBES[i]``
+(multiply-shift hashing, :func:`finetune.kernels.bloom_add`; the keys are already mixed 64-bit hashes)."""
 
 
 class DiskRun:
