@@ -140,19 +140,17 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
     folder = output.write(built, root)
     total = time.perf_counter() - started
     # the build resets VmHWM between phases (to report each phase's peak): the run's peak is the largest
-    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-    peak_mb = max([hwm // 1024, *built.report.phase_peak_rss_mb.values()])
+    peak_mb = max([stream._peak_rss_mb(), *built.report.phase_peak_rss_mb.values()])
     peaks.done.set()
     peaks.join()
     # the JSONL export that every format has, written from the Parquet when asked (not part of a build)
     from finetune.exports import write_export
 
-    with open("/proc/self/clear_refs", "w") as fh:  # a new VmHWM for the export alone
-        fh.write("5")
+    stream._reset_peak_rss()  # a new VmHWM for the export alone
     started = time.perf_counter()
     write_export(folder / "data", spec.format, "sagemaker", root / "export-sagemaker")
     export_s = time.perf_counter() - started
-    export_peak_mb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) // 1024
+    export_peak_mb = stream._peak_rss_mb()
     export_bytes = sum(p.stat().st_size for p in (root / "export-sagemaker").iterdir())
     conversations = set()
     for name in ("train", "validation", "test"):

@@ -319,13 +319,11 @@ class ExternalSort:
         them, and the sort copies the result, so no record batch of a run outlives the call."""
         parts: list[pa.Table] = []
         held: list[pa.RecordBatch] = []
-        for run, lo, hi in spans:
+        for i, (run, lo, hi) in enumerate(spans):
             held += run.rows_between(lo, hi, self._opened)
-            if len(held) >= _HOLD_BATCHES:
+            if len(held) >= _HOLD_BATCHES or i == len(spans) - 1:
                 parts.append(pa.Table.from_batches(held, self.schema).combine_chunks())
                 held = []
-        if held:
-            parts.append(pa.Table.from_batches(held, self.schema).combine_chunks())
         return pa.concat_tables(parts).sort_by(self.keys)
 
     def close(self) -> None:

@@ -111,21 +111,24 @@ def _part(column: str, partition: tuple[int, int] | None) -> str:
     return "TRUE" if partition is None else f"hash({column}) % {int(partition[1])} = {int(partition[0])}"
 
 
-def _feedback_views(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> str:
-    """Temp views over the selected feedback: ``fb`` (source filter) and ``per_answer`` (one row per answer:
-    mean rating over the criteria, thumbs, latest correction, and ``unsafe``, from the mean of each safety
-    label), which the preference query joins. Returns ``fb``'s definition."""
+def _fb_view(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> str:
+    """The temp view ``fb``: the feedback of the selection's sources. Returns its definition."""
     sources = [f"'{s.replace(chr(39), chr(39) * 2)}'" for s in spec.selection.feedback_sources]
     # literals, not bound values: DuckDB does not prepare a CREATE VIEW with parameters
     src = f"feedback_source IN ({', '.join(sources)})" if sources else "TRUE"
     con.execute(fb := f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM feedback WHERE {src}")
+    return fb
+
+
+def _per_answer_view(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+    """The temp views ``fb`` (:func:`_fb_view`) and ``per_answer``, which the preference query joins: one row
+    per message id, with :func:`_aggregates` and the latest correction."""
+    _fb_view(con, spec)
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW per_answer AS
-        SELECT message_id, rating, ratings, ups, downs, correction, unsafe FROM (
-            SELECT message_id, {_aggregates(spec)},
-                   arg_max(correction, occurred_at) FILTER (WHERE kind = 'correction') AS correction
-            FROM fb WHERE message_id IS NOT NULL GROUP BY message_id)""")
-    return fb
+        SELECT message_id, {_aggregates(spec)},
+               arg_max(correction, occurred_at) FILTER (WHERE kind = 'correction') AS correction
+        FROM fb WHERE message_id IS NOT NULL GROUP BY message_id""")
 
 
 def _aggregates(spec: DatasetSpec) -> str:
@@ -162,8 +165,9 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
     Aggregating before the join, instead of inside it, keeps the join's hash table at ~80 bytes an answer
     (:data:`ANSWER_BYTES`)."""
     sel = spec.selection
-    fb = _feedback_views(con, spec)
+    fb = _fb_view(con, spec)
     key = ANSWER_KEY.format("message_id")
+    per_key = f"SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1"
 
     def table(kind: str, sql: str) -> str:
         # named by fb's definition and its own SQL: the same selection on this connection reuses it
@@ -184,7 +188,7 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
         if sel.use_corrections:
             bits.append("CASE WHEN c.correction IS NOT NULL THEN 8 ELSE 0 END")
         answers = table("answers", f"""
-            WITH a AS (SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1),
+            WITH a AS ({per_key}),
                  w AS (SELECT {ANSWER_KEY.format("chosen_message_id")} AS k, count(*) AS wins FROM fb
                        WHERE kind = 'preference' AND NOT coalesce(preference_tie, false) GROUP BY 1)
             SELECT * FROM (SELECT k, CAST({' + '.join(bits)} AS UTINYINT) AS flags, coalesce(a.unsafe, false) AS unsafe
@@ -192,8 +196,7 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
             WHERE flags <> 0""")
         return answers, corrections
     return table("answers", f"""
-        SELECT k, CAST(ups AS UINTEGER) AS ups, CAST(downs AS UINTEGER) AS downs, unsafe FROM (
-            SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1)
+        SELECT k, CAST(ups AS UINTEGER) AS ups, CAST(downs AS UINTEGER) AS downs, unsafe FROM ({per_key})
         WHERE ups + downs > 0"""), None
 
 
@@ -231,7 +234,7 @@ def preference_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple
     both ways: rows to drop and count). The chosen answer must be in the selection. Raises DatasetError
     when no pair source is enabled."""
     sel = spec.selection
-    _feedback_views(con, spec)
+    _per_answer_view(con, spec)
     params: list = []
     where = answer_filter(sel, params, "c")
     parts = []
