@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +14,30 @@ from feedback.errors import FlywheelError
 from feedback.cli_errors import fail as _fail
 
 dataset_app = typer.Typer(help="Curated fine-tuning datasets (SFT, preference, KTO) from the lake.", no_args_is_help=True)
+
+ARROW_POOL = ("ARROW_DEFAULT_MEMORY_POOL", "system")
+"""Arrow's environment variable choosing its default memory pool, and the value ``flywheel dataset`` gives it."""
+
+
+def use_system_allocator(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Have Arrow allocate from the system allocator (glibc's malloc on Linux) instead of its default, mimalloc,
+    unless ``environ`` already names a pool: sets ``ARROW_DEFAULT_MEMORY_POOL=system`` (Arrow's documented
+    variable, read once when pyarrow is imported; so it works for a process that has not imported pyarrow yet,
+    and for the processes it starts, such as the build's PII workers).
+
+    mimalloc keeps the pages a build frees for reuse, and a build frees and allocates a batch's columns again
+    and again. On the 1 M conversation bench (bench/dataset_bench.py, 2 cores, alternated runs): peak RSS
+    0.87-0.93 GB against 0.99-1.06 GB, in the same time (47.5-51.0 s against 48.0-49.4 s), and each PII
+    worker 324-343 MB against 358-367 MB. Setting the pool from Python after pyarrow is loaded
+    (``pyarrow.set_memory_pool``) reaches only pyarrow's own calls, not Arrow's C++ (IPC, Parquet,
+    compute): it saved 40 MB there."""
+    environ.setdefault(*ARROW_POOL)
+
+
+@dataset_app.callback()
+def _dataset() -> None:
+    """Curated fine-tuning datasets (SFT, preference, KTO) from the lake."""
+    use_system_allocator()
 
 
 @dataset_app.command("build")

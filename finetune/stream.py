@@ -28,8 +28,9 @@ rows (:mod:`finetune.extsort`); pass 1 holds a few batches and its key indexes a
 each in memory (12 bytes a key), the rest on disk (2 bytes a key stay in memory for the Bloom filters,
 and a fence key per 512: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
 cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
-memory is handed back to the system between phases. :attr:`StreamStats.state_bytes` and
-``state_disk_bytes`` report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
+memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the system
+allocator: :func:`finetune.cli.use_system_allocator`). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
+report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
 
 The output depends only on the rows, the spec and ``batch_rows``: the same spec on the same snapshots
 with the same batch size is written byte for byte the same.
@@ -116,7 +117,8 @@ class StreamStats:
     ``pii`` (texts, texts_changed, entities), ``splits`` (name → rows), ``distribution`` (split → dim →
     value → rows), ``state_bytes`` (cross-batch state in memory at the end of pass 1), ``state_disk_bytes``
     (its key-index runs on disk), ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds:
-    select, pass 1, splits, pass 2), ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only)."""
+    select, pass 1, splits, pass 2), ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only;
+    ``splits`` starts from what pass 1 left, its state included)."""
 
     steps: list[tuple[str, int]]
     dropped: dict[str, int]
@@ -297,9 +299,11 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
         rows -= counts[name]
         steps.append((name, rows))
         dropped[name] = counts[name]
+    _reset_peak_rss()
     started = time.perf_counter()
     label = cleaner.components()
     seconds["splits"] = time.perf_counter() - started
+    memory["splits"] = _peak_rss_mb()
     keep, kept_groups = cleaner.keep, cleaner.kept_groups
     del cleaner
     _release_memory()

@@ -5,6 +5,9 @@ byte-identical, planted PII never reaches a file, and TRL trainers take the outp
 import gzip
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pyarrow.parquet as pq
@@ -148,6 +151,21 @@ def test_a_rebuild_is_byte_identical_and_registered_once(lake, tmp_path, monkeyp
 
 
 PLANTED = ["jane.doe@example.com", "+1 (415) 555-0199", "4111 1111 1111 1111", "192.168.14.27", "Margaret Thatcher"]
+
+
+def test_dataset_commands_have_arrow_allocate_from_the_system_allocator_unless_told_otherwise(lake):
+    stack, _ = lake
+    # a fresh process, as `flywheel dataset ...` is: the command sets Arrow's pool before pyarrow is loaded
+    script = ("import sys; from typer.testing import CliRunner; from feedback.cli import app; "
+              "assert 'pyarrow' not in sys.modules; r = CliRunner().invoke(app, ['dataset', 'list']); "
+              "assert r.exit_code == 0, r.output; import pyarrow; print(pyarrow.default_memory_pool().backend_name)")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env["FLYWHEEL_HOME"] = str(stack.home)
+    for chosen, expected in ((None, "system"), ("mimalloc", "mimalloc")):
+        run_env = env if chosen is None else {**env, "ARROW_DEFAULT_MEMORY_POOL": chosen}
+        out = subprocess.run([sys.executable, "-c", script], env=run_env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split()[-1] == expected
 
 
 def test_planted_pii_never_reaches_an_output_file(stack, tmp_path):
