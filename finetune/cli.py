@@ -26,9 +26,10 @@ def use_system_allocator(environ: MutableMapping[str, str] = os.environ) -> None
     and for the processes it starts, such as the build's PII workers).
 
     mimalloc keeps the pages a build frees for reuse, and a build frees and allocates a batch's columns again
-    and again. On the 1 M conversation bench (bench/dataset_bench.py, 2 cores, alternated runs): peak RSS
-    0.87-0.93 GB against 0.99-1.06 GB, in the same time (47.5-51.0 s against 48.0-49.4 s), and each PII
-    worker 324-343 MB against 358-367 MB. Setting the pool from Python after pyarrow is loaded
+    and again. On the 1 M conversation bench (bench/dataset_bench.py, 2 cores, 2026-11-24): peak RSS
+    0.87-0.96 GB in 47.5-54.1 s (6 runs) against 0.99-1.06 GB in 48.0-49.4 s (4 runs, alternated with the first
+    four), each PII worker 324-343 MB against 358-367 MB; at 4 M, 227.1 s and 1.11 GB against 237-255 s and
+    1.17-1.22 GB earlier that day. Setting the pool from Python after pyarrow is loaded
     (``pyarrow.set_memory_pool``) reaches only pyarrow's own calls, not Arrow's C++ (IPC, Parquet,
     compute): it saved 40 MB there."""
     environ.setdefault(*ARROW_POOL)
@@ -37,7 +38,7 @@ def use_system_allocator(environ: MutableMapping[str, str] = os.environ) -> None
 @dataset_app.callback()
 def _dataset() -> None:
     """Curated fine-tuning datasets (SFT, preference, KTO) from the lake."""
-    use_system_allocator()
+    use_system_allocator()  # before any dataset command imports pyarrow
 
 
 @dataset_app.command("build")
