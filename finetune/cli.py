@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Optional
@@ -20,10 +21,11 @@ ARROW_POOL = ("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 def use_system_allocator(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Have Arrow allocate from the system allocator (glibc's malloc on Linux) instead of its default, mimalloc,
-    unless ``environ`` already names a pool: sets ``ARROW_DEFAULT_MEMORY_POOL=system`` (Arrow's documented
-    variable, read once when pyarrow is imported; so it works for a process that has not imported pyarrow yet,
-    and for the processes it starts, such as the build's PII workers).
+    """Have Arrow allocate from the system allocator (glibc's malloc on Linux) instead of its default, mimalloc:
+    sets ``ARROW_DEFAULT_MEMORY_POOL=system`` in ``environ`` (Arrow's documented variable, read once when pyarrow
+    is imported) unless it already names a pool. In ``os.environ`` it is set only while this process has not
+    imported pyarrow: then it holds for this process and for the processes it starts, such as the build's PII
+    workers; a process that has pyarrow loaded (a test run, a notebook) keeps its allocator, for its workers too.
 
     mimalloc keeps the pages a build frees for reuse, and a build frees and allocates a batch's columns again
     and again. On the 1 M conversation bench (bench/dataset_bench.py, 2 cores, 2026-11-24): peak RSS
@@ -32,6 +34,8 @@ def use_system_allocator(environ: MutableMapping[str, str] = os.environ) -> None
     1.17-1.22 GB earlier that day. Setting the pool from Python after pyarrow is loaded
     (``pyarrow.set_memory_pool``) reaches only pyarrow's own calls, not Arrow's C++ (IPC, Parquet,
     compute): it saved 40 MB there."""
+    if environ is os.environ and "pyarrow" in sys.modules:
+        return
     environ.setdefault(*ARROW_POOL)
 
 

@@ -153,8 +153,13 @@ def test_a_rebuild_is_byte_identical_and_registered_once(lake, tmp_path, monkeyp
 PLANTED = ["jane.doe@example.com", "+1 (415) 555-0199", "4111 1111 1111 1111", "192.168.14.27", "Margaret Thatcher"]
 
 
-def test_dataset_commands_have_arrow_allocate_from_the_system_allocator_unless_told_otherwise(lake):
+def test_dataset_commands_have_arrow_allocate_from_the_system_allocator_unless_told_otherwise(lake, monkeypatch):
     stack, _ = lake
+    # this process has pyarrow loaded: it (and the workers it would start) keeps its allocator
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(stack.home))
+    assert runner.invoke(app, ["dataset", "list"]).exit_code == 0
+    assert "ARROW_DEFAULT_MEMORY_POOL" not in os.environ
     # a fresh process, as `flywheel dataset ...` is: the command sets Arrow's pool before pyarrow is loaded
     script = ("import sys; from typer.testing import CliRunner; from feedback.cli import app; "
               "assert 'pyarrow' not in sys.modules; r = CliRunner().invoke(app, ['dataset', 'list']); "
