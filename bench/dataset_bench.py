@@ -12,7 +12,7 @@ duplicate detection see N times the distinct texts, as they would with N times t
 tags hold no digit on purpose: a digit in every text would send every text through Presidio's
 phone-number matcher, where only the real share of texts (about a fifth) has one. Building
 the lake is setup, timed separately. Each build runs in a child process, with Arrow's allocator chosen as
-``flywheel dataset`` chooses it (:func:`finetune.cli.use_system_allocator`); its peak RSS is that process's
+``flywheel dataset`` chooses it (:data:`finetune.cli.ARROW_POOL`); its peak RSS is that process's
 ``VmHWM``, and the PII worker processes' largest own ``VmHWM`` (sampled every 0.2 s while they run; their
 ``RUSAGE_CHILDREN`` peak would include the parent's memory at the moment it forked them) beside it. The spec is
 SFT over all answers but HH-RLHF harmless-base, with PII on for the pattern entities (e-mail, phone,
@@ -174,10 +174,10 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
 
 def run_child(home: Path, spec: dict, batch_rows: int) -> dict:
     load_before = os.getloadavg()
-    from finetune.cli import use_system_allocator
+    from finetune.cli import ARROW_POOL
 
     env = dict(os.environ)
-    use_system_allocator(env)  # the child's Arrow allocates as a `flywheel dataset build` process's does
+    env.setdefault(*ARROW_POOL)  # the child's Arrow allocates as a `flywheel dataset build` process's does
     out = subprocess.run([sys.executable, __file__, "--child", str(home), json.dumps(spec), str(batch_rows)],
                          capture_output=True, text=True, env=env)
     if out.returncode:

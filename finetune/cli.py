@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Optional
 
@@ -17,32 +16,24 @@ from feedback.cli_errors import fail as _fail
 dataset_app = typer.Typer(help="Curated fine-tuning datasets (SFT, preference, KTO) from the lake.", no_args_is_help=True)
 
 ARROW_POOL = ("ARROW_DEFAULT_MEMORY_POOL", "system")
-"""Arrow's environment variable choosing its default memory pool, and the value ``flywheel dataset`` gives it."""
-
-
-def use_system_allocator(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Have Arrow allocate from the system allocator (glibc's malloc on Linux) instead of its default, mimalloc:
-    sets ``ARROW_DEFAULT_MEMORY_POOL=system`` in ``environ`` (Arrow's documented variable, read once when pyarrow
-    is imported) unless it already names a pool. In ``os.environ`` it is set only while this process has not
-    imported pyarrow: then it holds for this process and for the processes it starts, such as the build's PII
-    workers; a process that has pyarrow loaded (a test run, a notebook) keeps its allocator, for its workers too.
-
-    mimalloc keeps the pages a build frees for reuse, and a build frees and allocates a batch's columns again
-    and again. On the 1 M conversation bench (bench/dataset_bench.py, 2 cores, 2026-11-24): peak RSS
-    0.87-0.96 GB in 47.5-54.1 s (6 runs) against 0.99-1.06 GB in 48.0-49.4 s (4 runs, alternated with the first
-    four), each PII worker 324-343 MB against 358-367 MB; at 4 M, 227.1 s and 1.11 GB against 237-255 s and
-    1.17-1.22 GB earlier that day. Setting the pool from Python after pyarrow is loaded
-    (``pyarrow.set_memory_pool``) reaches only pyarrow's own calls, not Arrow's C++ (IPC, Parquet,
-    compute): it saved 40 MB there."""
-    if environ is os.environ and "pyarrow" in sys.modules:
-        return
-    environ.setdefault(*ARROW_POOL)
+"""Arrow's environment variable choosing its default memory pool (read once, when pyarrow is imported), and the
+value the ``dataset`` commands give it unless it is set: Arrow allocates from the system allocator (glibc's malloc
+on Linux) instead of its default, mimalloc, which keeps the pages a build frees for reuse while a build frees and
+allocates a batch's columns again and again. On the 1 M conversation bench (bench/dataset_bench.py, 2 cores,
+2026-11-24): peak RSS 0.87-0.97 GB in 47.5-58.0 s (8 runs) against 0.99-1.06 GB in 48.0-49.4 s (4 runs,
+alternated with four of the first), each PII worker 324-343 MB against 358-367 MB; at 4 M, 227.1 s and 1.11 GB
+against 237-255 s and 1.17-1.22 GB earlier that day. Setting the pool from Python after pyarrow is loaded
+(``pyarrow.set_memory_pool``) reaches only pyarrow's own calls, not Arrow's C++ (IPC, Parquet, compute): it
+saved 40 MB there."""
 
 
 @dataset_app.callback()
 def _dataset() -> None:
-    """Curated fine-tuning datasets (SFT, preference, KTO) from the lake."""
-    use_system_allocator()  # before any dataset command imports pyarrow
+    # Before any dataset command imports pyarrow: the variable then holds for this process and the processes it
+    # starts (the build's PII workers). A process with pyarrow loaded (a test run, a notebook) keeps its allocator,
+    # for its workers too.
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault(*ARROW_POOL)
 
 
 @dataset_app.command("build")

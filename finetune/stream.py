@@ -29,7 +29,7 @@ each in memory (12 bytes a key), the rest on disk (2 bytes a key stay in memory 
 and a fence key per 512: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
 cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
 memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the system
-allocator: :func:`finetune.cli.use_system_allocator`). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
+allocator: :data:`finetune.cli.ARROW_POOL`). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
 report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
 
 The output depends only on the rows, the spec and ``batch_rows``: the same spec on the same snapshots
