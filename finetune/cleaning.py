@@ -15,7 +15,9 @@ A batch of candidate rows (in stream order: conversation id first) goes through 
 LSH links) for the splits. State kept across batches, O(rows) but compact: exact and band keys
 (:class:`finetune.keyindex.KeyIndex`, ~150 bytes a distinct long text), 12 bytes a row reaching dedup,
 4 bytes a kept row for its conversation number and one for its prompt cluster, 1 byte a candidate row
-for the keep mask (:attr:`Cleaner.state_bytes`).
+for the keep mask (:attr:`Cleaner.state_bytes`). With a ``folder``, the key indexes keep 2 bytes a key in
+memory beyond ``memory_keys`` keys, and the per-row arrays and the links go to files there
+(:class:`finetune.arraylog.ArrayLog`), read back by :meth:`Cleaner.components` and by pass 2.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from finetune import dedup, select
+from finetune.arraylog import ArrayLog
 from finetune.columns import prompt_parts, string_column
 from finetune.keyindex import KeyIndex, mix64
 from finetune.neardup import Fingerprints, StreamingClusters, exact_keys
@@ -107,9 +110,11 @@ class Cleaner:
         self.flag_dropped = 0
         self.groups = 0
         self.last_conversation: str | None = None
-        self.keep: list[np.ndarray] = []  # per batch: bool over its rows
-        self.kept_groups: list[np.ndarray] = []  # per batch: conversation number of each kept row
-        self.kept_clusters: list[np.ndarray] = []
+        # per batch, in files of `folder` (in memory without one): the keep mask over its rows, the
+        # conversation number and the prompt cluster of each kept row
+        self.keep = ArrayLog(folder, bool)
+        self.kept_groups = ArrayLog(folder, np.int32)
+        self.kept_clusters = ArrayLog(folder, np.int32)
 
     def prepare(self, batch: pa.RecordBatch) -> Prepared:
         """The stateless part of a batch (thread-safe: reads only the spec and the dedup parameters)."""
@@ -214,15 +219,15 @@ class Cleaner:
         kept = np.flatnonzero(alive)
         keep[np.flatnonzero(~prep.flagged)[kept]] = True
         self.keep.append(keep)
-        self.kept_groups.append(group[kept].astype(np.int32))
-        self.kept_clusters.append(kept_cluster.astype(np.int32))
+        self.kept_groups.append(group[kept])
+        self.kept_clusters.append(kept_cluster)
         return keep
 
     @property
     def disk_bytes(self) -> int:
-        """Bytes of the key indexes' runs on disk."""
+        """Bytes on disk: the key indexes' runs and the per-batch arrays."""
         return (self.prompts.disk_bytes + sum(a.disk_bytes for a in self.answers) + self.row_keys.disk_bytes
-                + self.near_keys.disk_bytes)
+                + self.near_keys.disk_bytes + sum(log.disk_bytes for log in self._logs))
 
     def close(self) -> None:
         """Delete the key indexes' disk runs."""
@@ -233,14 +238,17 @@ class Cleaner:
     def state_bytes(self) -> int:
         """Bytes of state kept across batches."""
         return (self.prompts.nbytes + sum(a.nbytes for a in self.answers) + self.row_keys.nbytes
-                + self.near_keys.nbytes + sum(g.nbytes for g in self.kept_groups)
-                + sum(k.nbytes for k in self.kept_clusters) + sum(k.nbytes for k in self.keep))
+                + self.near_keys.nbytes + sum(log.nbytes for log in self._logs))
+
+    @property
+    def _logs(self) -> tuple[ArrayLog, ...]:
+        return self.keep, self.kept_groups, self.kept_clusters
 
     def components(self) -> np.ndarray:
         """Component label per conversation number: conversations joined through shared prompt clusters
         (and the clusters' LSH links), as :func:`finetune.splits.assign_splits` joins them."""
-        g = np.concatenate(self.kept_groups).astype(np.int64) if self.kept_groups else np.empty(0, np.int64)
-        cl = np.concatenate(self.kept_clusters).astype(np.int64) if self.kept_clusters else np.empty(0, np.int64)
+        g = self.kept_groups.concatenated().astype(np.int64)
+        cl = self.kept_clusters.concatenated().astype(np.int64)
         n_groups, n_clusters = self.groups, self.prompts.next_id
         links = self.prompts.links + n_groups
         rows = np.concatenate([np.stack([g, cl + n_groups], axis=1), links])

@@ -18,7 +18,8 @@ splits built on that closure never separate two texts :func:`finetune.dedup.dedu
 
 State, O(distinct texts), not O(text size): one 12-byte entry per distinct text (exact key) and one per
 new band key (up to ``bands`` a text, 11 at the default threshold) in :class:`finetune.keyindex.KeyIndex`
--- about 150 bytes a distinct long text -- plus 8 bytes a link. Signatures live only for the batch.
+-- about 150 bytes a distinct long text -- plus 16 bytes a link (:class:`finetune.arraylog.ArrayLog`: in a
+file of the key indexes' folder when they have one). Signatures live only for the batch.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from finetune import dedup, minhash
+from finetune.arraylog import ArrayLog
 from finetune.keyindex import KeyIndex, mix64
 
 __all__ = ["Fingerprints", "StreamingClusters", "exact_keys"]
@@ -104,22 +106,22 @@ class StreamingClusters:
         self.band_index = KeyIndex(folder, memory_keys)
         self.next_id = 0
         self.keep_links = keep_links
-        self._links: list[np.ndarray] = []
+        self._links = ArrayLog(folder, np.int64)  # pairs, flattened; in a file of `folder` when given
 
     @property
     def links(self) -> np.ndarray:
         """int64 (m, 2): pairs of cluster ids whose texts share an LSH band key."""
-        return np.concatenate(self._links) if self._links else np.empty((0, 2), dtype=np.int64)
+        return self._links.concatenated().reshape(-1, 2)
 
     @property
     def nbytes(self) -> int:
         """Memory held by the cross-batch state, in bytes."""
-        return self.exact.nbytes + self.band_index.nbytes + sum(x.nbytes for x in self._links)
+        return self.exact.nbytes + self.band_index.nbytes + self._links.nbytes
 
     @property
     def disk_bytes(self) -> int:
-        """Bytes of the key indexes' runs on disk."""
-        return self.exact.disk_bytes + self.band_index.disk_bytes
+        """Bytes on disk: the key indexes' runs and the links."""
+        return self.exact.disk_bytes + self.band_index.disk_bytes + self._links.disk_bytes
 
     def close(self) -> None:
         """Delete the key indexes' disk runs."""

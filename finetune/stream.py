@@ -26,8 +26,9 @@ answers when their join's hash table would pass three quarters of it (``partitio
 ``preference`` query runs whole); the sort holds a run or range of ``sort_rows``
 rows (:mod:`finetune.extsort`); pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
 each in memory (12 bytes a key), the rest on disk (2 bytes a key stay in memory for the Bloom filters,
-and a fence key per 512: :mod:`finetune.keyindex`), plus 9 bytes a kept row (keep mask, conversation number, prompt
-cluster) for the splits; pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
+and a fence key per 512: :mod:`finetune.keyindex`); its per-row arrays for the splits and pass 2 (keep mask,
+conversation number and prompt cluster of each kept row, near-duplicate links) go to files in the work folder
+(:mod:`finetune.arraylog`); pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
 memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the system
 allocator: :data:`finetune.cli.ARROW_POOL`). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
 report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.

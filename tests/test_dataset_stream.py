@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from finetune import build, dedup, kernels, output, stream
+from finetune.arraylog import ArrayLog
 from finetune.errors import DatasetError
 from finetune.keyindex import _PROBES, DiskRun, KeyIndex, mix64
 from finetune.neardup import StreamingClusters, _unique_pairs
@@ -81,6 +82,26 @@ def test_a_disk_runs_bloom_filter_sets_the_multiply_shift_bits_and_misses_no_key
     with pytest.raises(ValueError, match="Bloom filter"):
         kernels.bloom_maybe(np.zeros(0, dtype=np.uint64), keys, _PROBES)
     run.remove()
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_an_array_log_gives_back_each_batchs_array(tmp_path, on_disk):
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(-5, 2**31 - 1, size=n) for n in (3, 0, 70_000, 1)]
+    log = ArrayLog(tmp_path / "logs" if on_disk else None, np.int32)
+    for a in arrays:
+        log.append(a)
+    assert len(log) == 4
+    for i, a in enumerate(arrays):
+        assert log[i].dtype == np.int32 and np.array_equal(log[i], a)
+    assert np.array_equal(log.concatenated(), np.concatenate(arrays))
+    total = sum(len(a) for a in arrays) * 4
+    assert (log.nbytes, log.disk_bytes) == ((0, total) if on_disk else (total, 0))
+    if on_disk:  # one file, the items back to back
+        assert [p.stat().st_size for p in (tmp_path / "logs").iterdir()] == [total]
+    masks = ArrayLog(tmp_path if on_disk else None, bool)
+    masks.append(np.array([True, False, True]))
+    assert masks[0].tolist() == [True, False, True] and len(masks.concatenated()) == 3
 
 
 def test_unique_link_pairs_equal_numpys_row_unique():
@@ -364,7 +385,8 @@ def test_key_indexes_on_disk_give_the_same_dataset(lake, fmt, pii):
     in_memory = build.build(stack.catalog(), spec, config=stream.StreamConfig(batch_rows=1000, memory_keys=None))
     assert in_memory.report.state_disk_bytes == 0
     # 12 bytes a key in memory against 2 of Bloom filter (and a fence key per 512) on disk; the per-row arrays
-    # (keep mask, conversation numbers, prompt clusters) and the 2,000 keys an index keeps are held by both
+    # (keep mask, conversation numbers, prompt clusters, links) in memory against files; the 2,000 keys an
+    # index keeps are held by both
     assert in_memory.report.state_bytes > 2 * on_disk.report.state_bytes
     assert {p.relative_to(in_memory.files): p.read_bytes() for p in in_memory.files.rglob("*.*") if p.is_file()} \
         == files
