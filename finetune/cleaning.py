@@ -94,8 +94,9 @@ class Cleaner:
     """Cleaning and de-duplication across the batches of one build (see the module doc). ``spec``: the
     build's :class:`finetune.spec.DatasetSpec`. Counts: :attr:`counts` (``selected`` and each step of
     :func:`step_names`), :attr:`flag_dropped`. ``folder``, ``memory_keys``: where the key indexes put their
-    runs beyond ``memory_keys`` keys each (:class:`finetune.keyindex.KeyIndex`; None: all in memory);
-    :meth:`close` deletes them."""
+    runs beyond ``memory_keys`` keys each (:class:`finetune.keyindex.KeyIndex`; None: all in memory) and the
+    per-batch arrays their files (:class:`finetune.arraylog.ArrayLog`); :meth:`close` deletes the runs, the
+    files stay (pass 2 and :meth:`components` read them after it) until the folder is removed."""
 
     def __init__(self, spec: DatasetSpec, folder: Path | None = None, memory_keys: int = 1 << 20) -> None:
         self.spec = spec

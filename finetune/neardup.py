@@ -106,7 +106,8 @@ class StreamingClusters:
         self.band_index = KeyIndex(folder, memory_keys)
         self.next_id = 0
         self.keep_links = keep_links
-        self._links = ArrayLog(folder, np.int64)  # pairs, flattened; in a file of `folder` when given
+        # pairs, flattened; in a file of `folder` when given and links are kept
+        self._links = ArrayLog(folder if keep_links else None, np.int64)
 
     @property
     def links(self) -> np.ndarray:
