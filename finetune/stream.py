@@ -117,7 +117,7 @@ class StreamStats:
     """Counts and sizes of one streaming build: ``steps`` (name, rows after), ``dropped`` (name → rows),
     ``pii`` (texts, texts_changed, entities), ``splits`` (name → rows), ``distribution`` (split → dim →
     value → rows), ``state_bytes`` (cross-batch state in memory at the end of pass 1), ``state_disk_bytes``
-    (its key-index runs on disk), ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds:
+    (what it holds on disk: the key-index runs and the per-row arrays' files), ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds:
     select, pass 1, splits, pass 2), ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only;
     ``splits`` starts from what pass 1 left, its state included)."""
 
