@@ -55,31 +55,38 @@ def _assistant(texts: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1), pa.int32()), _messages(roles, texts))
 
 
-def _with_answer(offsets: np.ndarray, roles: pa.Array, contents: pa.Array, answers: pa.Array) -> pa.ListArray:
-    """Each row's prompt messages followed by ``{"role": "assistant", "content": answer}``."""
-    n = len(offsets) - 1
+def _with_answer(offsets: np.ndarray, roles: pa.Array, contents: pa.Array, answers: pa.Array,
+                 order: np.ndarray) -> pa.ListArray:
+    """Row ``order[j]``'s prompt messages followed by ``{"role": "assistant", "content": answer}``, for each
+    position ``j`` of ``order`` (int64 row numbers), gathered by one ``take`` of the roles and of the contents."""
     total = int(offsets[-1])
-    new_offsets = offsets + np.arange(n + 1)
-    take = np.empty(total + n, dtype=np.int64)
+    lengths = np.diff(offsets)[order]
+    new_offsets = np.concatenate(([0], np.cumsum(lengths + 1)))
+    take = np.empty(int(new_offsets[-1]), dtype=np.int64)
     appended = new_offsets[1:] - 1
-    mask = np.ones(total + n, dtype=bool)
+    mask = np.ones(len(take), dtype=bool)
     mask[appended] = False
-    take[mask] = np.arange(total)
-    take[appended] = total + np.arange(n)
-    all_roles = pa.concat_arrays([roles.cast(pa.string()), pa.array(["assistant"] * n, pa.string())])
+    # message k of position j is item offsets[order[j]] + k, at new_offsets[j] + k
+    take[mask] = np.repeat(offsets[:-1][order] - new_offsets[:-1], lengths) + np.flatnonzero(mask)
+    take[appended] = total + order
+    all_roles = pa.concat_arrays([roles.cast(pa.string()), pa.array(["assistant"] * len(answers), pa.string())])
     all_contents = pa.concat_arrays([contents.cast(pa.string()), answers.cast(pa.string())])
     idx = pa.array(take)
     values = _messages(all_roles.take(idx), all_contents.take(idx))
     return pa.ListArray.from_arrays(pa.array(new_offsets, pa.int32()), values)
 
 
-def format_rows(fmt: str, table: pa.Table, prompt_contents: pa.Array, answers: dict[str, pa.Array]) -> pa.Table:
+def format_rows(fmt: str, table: pa.Table, prompt_contents: pa.Array, answers: dict[str, pa.Array],
+                order: np.ndarray | None = None) -> pa.Table:
     """Rows in the format's output schema (:data:`SCHEMAS`) from staged candidates, with the
-    (redacted) prompt contents and answer texts given."""
+    (redacted) prompt contents and answer texts given; with ``order`` (int64 row numbers), the rows
+    ``order`` names in that order (``sft`` gathers its messages in that order at once; the others take
+    their rows in it), as ``take(order)`` of the result would give them."""
     offsets, roles, _ = prompt_parts(table)
     cols: dict[str, Any] = {}
     if fmt == "sft":
-        cols["messages"] = _with_answer(offsets, roles, prompt_contents, answers["response"])
+        every = np.arange(table.num_rows) if order is None else np.asarray(order, dtype=np.int64)
+        cols["messages"] = _with_answer(offsets, roles, prompt_contents, answers["response"], every)
     else:
         cols["prompt"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), _messages(roles, prompt_contents))
         if fmt == "preference":
@@ -99,6 +106,9 @@ def format_rows(fmt: str, table: pa.Table, prompt_contents: pa.Array, answers: d
     schema = SCHEMAS[fmt]
     if not table.num_rows:
         return schema.empty_table()
+    if order is not None:
+        idx = pa.array(order, pa.int64())
+        cols = {name: col if fmt == "sft" and name == "messages" else col.take(idx) for name, col in cols.items()}
     return pa.table([cols[f.name] for f in schema], schema=schema)
 
 

@@ -330,9 +330,13 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
         _, _, contents = prompt_parts(table)
         prompt_contents = replace_texts(contents, changed)
         answers = {name: replace_texts(string_column(table, name), changed) for name in ANSWERS[fmt]}
-        rows_out = format_rows(fmt, table, prompt_contents, answers)
+        # the rows grouped by split (stable), so that each split's part is a slice, not a copy
+        order = np.argsort(split_of_row, kind="stable")
+        rows_out = format_rows(fmt, table, prompt_contents, answers, order)
+        ends = np.cumsum(np.bincount(split_of_row, minlength=len(SPLITS)))
         for i, name in enumerate(SPLITS):
-            part = rows_out.filter(pa.array(split_of_row == i))
+            start = int(ends[i - 1]) if i else 0
+            part = rows_out.slice(start, int(ends[i]) - start)
             if not part.num_rows:
                 continue
             writes.append(writer_pool.submit(write, name, part))

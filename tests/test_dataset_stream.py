@@ -543,3 +543,41 @@ def test_the_merge_ranges_hold_at_most_bucket_rows_whatever_the_number_of_runs(t
     got = pa.Table.from_batches(list(extsort.read_batches(tmp_path / "sorted.arrow")))
     assert sum(sizes_out) == 80_000
     assert got["key"].to_pylist() == sorted(keys)
+
+
+@pytest.mark.parametrize("fmt", ["sft", "preference", "kto"])
+def test_rows_formatted_in_an_order_are_the_rows_taken_in_that_order(lake, fmt):
+    """Pass 2 formats a batch's rows grouped by split (``format_rows(..., order)``) and writes each split's
+    slice: on real candidates, with some of their texts redacted, that gives the rows ``take(order)`` of the
+    rows formatted in stream order gives, for a grouping by split and for an order that leaves rows out."""
+    import pyarrow as pa
+
+    from finetune import select
+    from finetune.cleaning import ANSWERS
+    from finetune.columns import prompt_parts, string_column
+    from finetune.exports import format_rows
+    from finetune.redact import replace_texts
+
+    stack, _ = lake
+    spec = parse_spec({"name": f"order-{fmt}", "format": fmt, "cleaning": {"pii": False}})
+    con, _ = select.open_lake(stack.catalog())
+    try:
+        sql, params = select.candidate_query(con, spec)
+        # a batch read back from the selection file is not a slice (prompt_parts reads struct children whole)
+        table = con.execute(f"SELECT * FROM ({sql}) LIMIT 3000", params).fetch_arrow_table().combine_chunks()
+    finally:
+        con.close()
+    _, _, contents = prompt_parts(table)
+    texts = [t for t in contents.to_pylist() if t]
+    changed = {t: f"<redacted {i}>" for i, t in enumerate(texts[::7])}
+    answers = {name: replace_texts(string_column(table, name), changed) for name in ANSWERS[fmt]}
+    prompt_contents = replace_texts(contents, changed)
+    assert prompt_contents.to_pylist() == [changed.get(t, t) for t in contents.to_pylist()]
+    whole = format_rows(fmt, table, prompt_contents, answers)
+    rng = np.random.default_rng(5)
+    split_of_row = rng.integers(0, 3, table.num_rows).astype(np.int8)
+    for order in (np.argsort(split_of_row, kind="stable"), rng.permutation(table.num_rows)[: table.num_rows // 3]):
+        got = format_rows(fmt, table, prompt_contents, answers, order)
+        assert got.schema == whole.schema
+        assert got.to_pylist() == whole.take(pa.array(order)).to_pylist()
+    assert table.num_rows > 1_000 and any("<redacted" in str(r) for r in whole.to_pylist())
