@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import connected_components
 
 from finetune import dedup, select
 from finetune.arraylog import ArrayLog
-from finetune.columns import prompt_parts, string_column
+from finetune.columns import blank, prompt_parts, string_column
 from finetune.keyindex import KeyIndex, mix64
 from finetune.neardup import Fingerprints, StreamingClusters, exact_keys
 from finetune.spec import DatasetSpec
@@ -54,8 +54,7 @@ def step_names(fmt: str) -> list[str]:
 
 def _blank(texts: pa.Array) -> np.ndarray:
     """True where a text is null or only whitespace."""
-    empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0)
-    return pc.fill_null(empty, True).to_numpy(zero_copy_only=False)
+    return blank(texts).to_numpy(zero_copy_only=False)
 
 
 def _rows_any(per_item: np.ndarray, offsets: np.ndarray) -> np.ndarray:

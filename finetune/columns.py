@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["prompt_parts", "string_column"]
+__all__ = ["blank", "prompt_parts", "string_column"]
 
 
 def prompt_parts(table: pa.Table) -> tuple[np.ndarray, pa.Array, pa.Array]:
@@ -23,3 +23,10 @@ def string_column(table: pa.Table, name: str) -> pa.Array:
     """Column ``name`` as one Arrow array (its only chunk as is: ``combine_chunks`` copies even one chunk)."""
     col = table[name]
     return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+
+
+def blank(texts: pa.Array) -> pa.BooleanArray:
+    """True where a text (string array) is null, empty or only whitespace. ``utf8_is_space`` tests the
+    whitespace that ``utf8_trim_whitespace`` trims (the same 29 code points, checked over all of Unicode)
+    without writing trimmed copies of the texts."""
+    return pc.fill_null(pc.or_(pc.equal(pc.utf8_length(texts), 0), pc.utf8_is_space(texts)), True)

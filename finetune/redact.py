@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from finetune import extsort
-from finetune.columns import prompt_parts, string_column
+from finetune.columns import blank, prompt_parts, string_column
 from finetune.piigate import arrow_candidates
 
 __all__ = ["Redactor", "replace_texts", "start_workers"]
@@ -79,8 +79,7 @@ def distinct_texts(table: pa.Table, answer_columns: tuple[str, ...]) -> pa.Array
     """The distinct non-null texts of :func:`all_texts`, but blank ones (empty or only whitespace), in order
     of first appearance."""
     distinct = pc.unique(all_texts(table, answer_columns))
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(distinct)), 0)
-    return distinct.filter(pc.invert(blank))
+    return distinct.filter(pc.invert(blank(distinct)))
 
 
 def _redact_chunk(redactor, path: str, groups: list[int], answer_columns: tuple[str, ...],

@@ -581,3 +581,21 @@ def test_rows_formatted_in_an_order_are_the_rows_taken_in_that_order(lake, fmt):
         assert got.schema == whole.schema
         assert got.to_pylist() == whole.take(pa.array(order)).to_pylist()
     assert table.num_rows > 1_000 and any("<redacted" in str(r) for r in whole.to_pylist())
+
+
+def test_blank_texts_are_those_whitespace_trimming_empties(data_dir):
+    """``columns.blank`` (no trimmed copies) marks what trimming Unicode whitespace leaves empty: for every code
+    point alone and doubled, for real HH-RLHF turns, and for nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from finetune.columns import blank
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    with gzip.open(data_dir / "hh_rlhf" / "harmless-base_test.jsonl.gz", "rt") as fh:
+        # real turns, and the blank and whitespace pieces between them
+        real = [piece for line in list(fh)[:500] for piece in json.loads(line)["chosen"].split("Human:")]
+    texts = pa.array(chars + [c + c for c in chars] + [" a ", "\u00a0\u3000", "", None, "\u200b", " \n\t", *real])
+    trimmed = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), True)
+    assert blank(texts).to_pylist() == trimmed.to_pylist()
+    assert sum(blank(pa.array(chars)).to_pylist()) == 29
