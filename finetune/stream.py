@@ -76,7 +76,7 @@ class StreamConfig:
 
     ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per run and range of
     the selection's external sort (memory scales with it too: at 1 M conversations the selection's peak RSS was
-    0.90 GB with 16,384 against 1.13 GB with 32,768, in the same time, below pass 2's ~1.04 GB; fewer rows make
+    0.90 GB with 16,384 against 1.13 GB with 32,768, in the same time, below pass 2's peak then, ~1.04 GB; fewer rows make
     more runs, and each range reads a slice of every run). ``memory_keys``: keys each of pass 1's key
     indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
     None: all in memory). ``partition_answers``: answers one selection query joins to
