@@ -52,11 +52,6 @@ def step_names(fmt: str) -> list[str]:
         "near-duplicates dropped"]
 
 
-def _blank(texts: pa.Array) -> np.ndarray:
-    """True where a text is null or only whitespace."""
-    return blank(texts).to_numpy(zero_copy_only=False)
-
-
 def _rows_any(per_item: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Per row: whether any of its items (rows own ``offsets[i]:offsets[i+1]``) is True."""
     n = len(offsets) - 1
@@ -139,9 +134,9 @@ class Cleaner:
             prep.dropped[name] += int(drop.sum())
             alive[drop] = False
 
-        empty = _rows_any(_blank(contents), offsets)
+        empty = _rows_any(blank(contents).to_numpy(zero_copy_only=False), offsets)
         for a in answers:
-            empty |= _blank(a)
+            empty |= blank(a).to_numpy(zero_copy_only=False)
         step("empty turns dropped", empty)
         if fmt == "preference":
             chosen_key = exact_keys(answers[0])[0]

@@ -44,6 +44,11 @@ SCHEMAS = {
 """Output schema of each format: TRL's columns, then lineage."""
 
 
+def _constant(text: str, n: int) -> pa.Array:
+    """A string array of ``n`` times ``text``."""
+    return pa.repeat(pa.scalar(text, pa.string()), n)
+
+
 def _messages(roles: pa.Array, contents: pa.Array) -> pa.StructArray:
     return pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE))
 
@@ -51,7 +56,7 @@ def _messages(roles: pa.Array, contents: pa.Array) -> pa.StructArray:
 def _assistant(texts: pa.Array) -> pa.ListArray:
     """One ``[{"role": "assistant", "content": text}]`` list per text."""
     n = len(texts)
-    roles = pa.array(["assistant"] * n, pa.string())
+    roles = _constant("assistant", n)
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1), pa.int32()), _messages(roles, texts))
 
 
@@ -69,7 +74,7 @@ def _with_answer(offsets: np.ndarray, roles: pa.Array, contents: pa.Array, answe
     # message k of position j is item offsets[order[j]] + k, at new_offsets[j] + k
     take[mask] = np.repeat(offsets[:-1][order] - new_offsets[:-1], lengths) + np.flatnonzero(mask)
     take[appended] = total + order
-    all_roles = pa.concat_arrays([roles.cast(pa.string()), pa.array(["assistant"] * len(answers), pa.string())])
+    all_roles = pa.concat_arrays([roles.cast(pa.string()), _constant("assistant", len(answers))])
     all_contents = pa.concat_arrays([contents.cast(pa.string()), answers.cast(pa.string())])
     idx = pa.array(take)
     values = _messages(all_roles.take(idx), all_contents.take(idx))
@@ -97,7 +102,7 @@ def format_rows(fmt: str, table: pa.Table, prompt_contents: pa.Array, answers: d
             cols["completion"] = _assistant(answers["response"])
             cols["label"] = table["label"]
     for name in LINEAGE:
-        cols[name] = pa.array(["thumbs"] * table.num_rows, pa.string()) if fmt == "kto" and name == "origin" \
+        cols[name] = _constant("thumbs", table.num_rows) if fmt == "kto" and name == "origin" \
             else table[name]
     extra = {"sft": ("message_id", "corrected"), "preference": ("chosen_message_id", "rejected_message_id",
                                                                  "rejected_model"), "kto": ("message_id",)}[fmt]
@@ -164,7 +169,7 @@ def _bedrock_lines(messages: pa.ListArray) -> bytes:
         return pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1), pa.int32()), structs)
 
     turns = pa.StructArray.from_arrays([flat.field("role"), texts(flat.field("content"))], names=["role", "content"])
-    version = pa.array(["bedrock-conversation-2024"] * n, pa.string())
+    version = _constant("bedrock-conversation-2024", n)
     body = lists(~is_system, turns)
     has_system = np.bincount(row[is_system], minlength=n) > 0
     if not has_system.any():

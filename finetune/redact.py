@@ -242,9 +242,8 @@ class Redactor:
 
 
 def replace_texts(texts: pa.Array, changed: dict[str, str]) -> pa.Array:
-    """``texts`` with each value found in ``changed`` replaced by its redacted form. Only the replaced
-    positions' redacted texts are gathered (``replace_with_mask``), not one per text: an ``if_else`` over a
-    gather of all positions copied a batch's texts twice more in pass 2."""
+    """``texts`` with each value found in ``changed`` replaced by its redacted form (``replace_with_mask``:
+    only the replaced positions' redacted texts are gathered)."""
     texts = texts.cast(pa.string())
     if not changed:
         return texts

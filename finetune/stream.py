@@ -76,8 +76,8 @@ class StreamConfig:
 
     ``batch_rows``: candidate rows per batch (memory scales with it). ``sort_rows``: rows per run and range of
     the selection's external sort (memory scales with it too: at 1 M conversations the selection's peak RSS was
-    0.90 GB with 16,384 against 1.13 GB with 32,768, in the same time, below pass 2's peak then, ~1.04 GB; fewer rows make
-    more runs, and each range reads a slice of every run). ``memory_keys``: keys each of pass 1's key
+    0.90 GB with 16,384 against 1.13 GB with 32,768, in the same time, below pass 2's peak then, ~1.04 GB;
+    fewer rows make more runs, and each range reads a slice of every run). ``memory_keys``: keys each of pass 1's key
     indexes keeps in memory before writing a run to the work folder (:class:`finetune.keyindex.KeyIndex`;
     None: all in memory). ``partition_answers``: answers one selection query joins to
     their feedback (DuckDB's hash table takes :data:`finetune.select.ANSWER_BYTES` each; None: as many as
@@ -117,9 +117,10 @@ class StreamStats:
     """Counts and sizes of one streaming build: ``steps`` (name, rows after), ``dropped`` (name → rows),
     ``pii`` (texts, texts_changed, entities), ``splits`` (name → rows), ``distribution`` (split → dim →
     value → rows), ``state_bytes`` (cross-batch state in memory at the end of pass 1), ``state_disk_bytes``
-    (what it holds on disk: the key-index runs and the per-row arrays' files), ``pii_workers`` (processes used), ``seconds`` (phase -> wall seconds:
-    select, pass 1, splits, pass 2), ``peak_rss_mb`` (phase -> this process's peak resident memory during the phase, MiB; Linux only;
-    ``splits`` starts from what pass 1 left, its state included)."""
+    (what it holds on disk: the key-index runs and the per-row arrays' files), ``pii_workers`` (processes
+    used), ``seconds`` (phase -> wall seconds: select, pass 1, splits, pass 2), ``peak_rss_mb`` (phase -> this
+    process's peak resident memory during the phase, MiB; Linux only; ``splits`` starts from what pass 1 left,
+    its state included)."""
 
     steps: list[tuple[str, int]]
     dropped: dict[str, int]
