@@ -15,9 +15,10 @@ A batch of candidate rows (in stream order: conversation id first) goes through 
 LSH links) for the splits. State kept across batches, O(rows) but compact: exact and band keys
 (:class:`finetune.keyindex.KeyIndex`, ~150 bytes a distinct long text), 12 bytes a row reaching dedup,
 4 bytes a kept row for its conversation number and one for its prompt cluster, 1 byte a candidate row
-for the keep mask (:attr:`Cleaner.state_bytes`). With a ``folder``, the key indexes keep 2 bytes a key in
-memory beyond ``memory_keys`` keys, and the per-row arrays and the links go to files there
-(:class:`finetune.arraylog.ArrayLog`), read back by :meth:`Cleaner.components` and by pass 2.
+for the keep mask (:attr:`Cleaner.state_bytes`). With a ``folder``, the key indexes keep at most
+``memory_keys`` keys each in memory and the rest in files there (nothing a key in memory, the Bloom filters
+included), and the per-row arrays and the links go to files there too (:class:`finetune.arraylog.ArrayLog`),
+read back by :meth:`Cleaner.components` and by pass 2.
 """
 
 from __future__ import annotations

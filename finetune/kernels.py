@@ -184,45 +184,62 @@ def _bloom_bit(key, probe, words):
 
 
 @njit(cache=True, nogil=True)
-def _bloom_add_kernel(bits, keys, probes, words):  # pragma: no cover - compiled
-    for i in range(len(keys)):
-        for p in range(len(probes)):
-            word, mask = _bloom_bit(keys[i], probes[p], words)
-            bits[word] |= mask
+def _bloom_add_kernel(bits, keys, probes):  # pragma: no cover - compiled
+    words = np.uint64(bits.shape[1])
+    for b in range(keys.shape[0]):
+        for i in range(keys.shape[1]):
+            for p in range(len(probes)):
+                word, mask = _bloom_bit(keys[b, i], probes[p], words)
+                bits[b, word] |= mask
 
 
 @njit(cache=True, nogil=True)
-def _bloom_maybe_kernel(bits, keys, probes, words):  # pragma: no cover - compiled
+def _bloom_maybe_kernel(bits, blocks, keys, probes, first):  # pragma: no cover - compiled
+    words = np.uint64(bits.shape[1])
     out = np.ones(len(keys), np.bool_)
     for i in range(len(keys)):
+        b = blocks[i] - first
+        if b < 0:
+            out[i] = False
+            continue
+        if b >= bits.shape[0]:
+            raise IndexError("a key's block lies beyond the filter")
         for p in range(len(probes)):
             word, mask = _bloom_bit(keys[i], probes[p], words)
-            if not bits[word] & mask:
+            if not bits[b, word] & mask:
                 out[i] = False
                 break
     return out
 
 
 def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray) -> None:
-    """Set, in the Bloom filter ``bits`` (``w`` uint64 words, ``0 < w < 2**32``), one bit per key (uint64)
-    and probe (uint64 odd multipliers): with ``h = key * probe mod 2**64`` (multiply-shift hashing,
+    """Set, in the blocked Bloom filter ``bits`` (uint64, ``(m, w)``: ``m`` blocks of ``w`` words, ``0 < w <
+    2**32``), one bit per key of block ``b`` (``keys[b]``: uint64, ``(m, k)``) and probe (``probes``: uint64 odd
+    multipliers), in the block's own words: with ``h = key * probe mod 2**64`` (multiply-shift hashing,
     Dietzfelbinger et al. 1997), bit ``(h >> 26) & 63`` of word ``((h >> 32) * w) >> 32`` (Lemire's
-    multiply-high range reduction, "A fast alternative to the modulo reduction", 2016: any filter size, not
-    only powers of two). Modifies ``bits`` in place. Raises ``ValueError`` for a filter of no or 2**32 words
-    or more."""
+    multiply-high range reduction, "A fast alternative to the modulo reduction", 2016: any block size). Modifies
+    ``bits`` in place. Raises ``ValueError`` for blocks of no or 2**32 words or more, or shapes that differ in
+    ``m``."""
+    _words(bits)
+    if bits.shape[0] != keys.shape[0]:
+        raise ValueError(f"{keys.shape[0]} blocks of keys for a filter of {bits.shape[0]} blocks")
     _bloom_add_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),
-                      np.ascontiguousarray(probes, dtype=np.uint64), _words(bits))
+                      np.ascontiguousarray(probes, dtype=np.uint64))
 
 
-def _words(bits: np.ndarray) -> np.uint64:
-    if not 0 < len(bits) < 2**32:
-        raise ValueError(f"a Bloom filter takes 1 to 2**32 - 1 words, not {len(bits)}")
-    return np.uint64(len(bits))
+def _words(bits: np.ndarray) -> None:
+    if bits.ndim != 2 or not 0 < bits.shape[1] < 2**32:
+        raise ValueError(f"a blocked Bloom filter takes (blocks, 1 to 2**32 - 1 words), not {bits.shape}")
 
 
-def bloom_maybe(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray) -> np.ndarray:
-    """Bool (n,): whether all of each key's bits (as :func:`bloom_add` sets them) are set in ``bits``, i.e.
-    whether the key may have been added (False: it was not). Stops at a key's first unset bit. Raises
-    ``ValueError`` as :func:`bloom_add` does."""
-    return _bloom_maybe_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),
-                               np.ascontiguousarray(probes, dtype=np.uint64), _words(bits))
+def bloom_maybe(bits: np.ndarray, blocks: np.ndarray, keys: np.ndarray, probes: np.ndarray,
+                first: int = 0) -> np.ndarray:
+    """Bool (n,): whether all of each key's bits (as :func:`bloom_add` sets them) are set in its block
+    ``blocks[i] - first`` of ``bits`` (which may be a read-only window of a filter starting at block ``first``),
+    i.e. whether the key may have been added there (False: it was not; also for a block before ``first``, e.g.
+    ``-1`` for a key below every block). Stops at a key's first unset bit. Raises ``ValueError`` as
+    :func:`bloom_add` does, ``IndexError`` for a block beyond ``bits``."""
+    _words(bits)
+    return _bloom_maybe_kernel(bits, np.ascontiguousarray(blocks, dtype=np.int64),
+                               np.ascontiguousarray(keys, dtype=np.uint64),
+                               np.ascontiguousarray(probes, dtype=np.uint64), np.int64(first))

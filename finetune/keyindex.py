@@ -7,12 +7,14 @@ value) plus, during a merge (linear, :func:`_merge`), the merged copy and 9 byte
 Lookups are vectorised binary searches over the runs. Nothing is ever deleted.
 
 With a ``folder``, the in-memory runs are written to disk as one sorted run whenever they pass
-``memory_keys`` keys (:class:`DiskRun`); beyond :data:`_MAX_DISK_RUNS` of them, disk runs are merged as
-the in-memory ones are (streaming, in chunks): memory then holds at most ``memory_keys`` keys in runs, plus, per
-key on disk, 16 bits of a Bloom filter (:data:`_BLOOM_BITS`; 7 probes: under 0.1 % of absent keys reach the disk; Bloom,
-"Space/time trade-offs in hash coding with allowable errors", CACM 1970) and one fence key per block of
-512. A lookup reads, for each needle the filter lets through, the one 4 KiB block its fence points to,
-through a memory map whose pages are dropped from the process again after the lookup.
+``memory_keys`` keys (:class:`DiskRun`); beyond :data:`_MAX_DISK_RUNS` of them, disk runs are merged as the
+in-memory ones are (streaming, in chunks). Memory then holds at most ``memory_keys`` keys in runs and nothing
+per key on disk: a disk run's blocks of 512 keys (4 KiB), their Bloom filters (16 bits a key, 7 probes: under
+0.1 % of absent keys reach the keys; Bloom, "Space/time trade-offs in hash coding with allowable errors", CACM
+1970) and its fence keys (the first key of each block) are all in files, read through memory maps whose pages
+a lookup drops from the process again (they stay in the system's page cache, so a lookup reads no disk while
+the files fit there). A lookup finds each needle's block among the fences, tests the block's filter and reads
+the block's keys only for the needles the filter lets through.
 """
 
 from __future__ import annotations
@@ -56,8 +58,11 @@ _BLOCK = 512  # keys per block of a disk run: 4 KiB of keys
 _MAX_DISK_RUNS = 8  # disk runs merge only beyond this many (a merge rewrites both runs and their filters)
 _BLOOM_BITS = 16
 """Bits of a disk run's Bloom filter per key: with 7 probes, (1 - e**(-7/16))**7, about 0.07 %, of absent keys
-pass one run's filter and cost a block read (Bloom 1970). Filters were sized to the next power of two (16 to 32
-bits a key, 27 on average on the 2 M bench, where the band indexes' filters held 100 MB); any size now takes as few."""
+pass a block's filter and cost a block read (Bloom 1970; every block's filter holds exactly :data:`_BLOCK` keys,
+so blocking adds no load variance)."""
+_BLOOM_WORDS = _BLOCK * _BLOOM_BITS // 64  # uint64 words of one block's filter: 1 KiB
+_WINDOW_BLOCKS = 4096
+"""Blocks of filter (4 MiB) a lookup maps at a time before it drops their pages again."""
 _PROBES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB], dtype=np.uint64)
 """Odd multipliers: probe ``i`` of a key is a bit chosen by the high bits of ``key * _PROBES[i]``
@@ -65,48 +70,72 @@ _PROBES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 
 
 
 class DiskRun:
-    """One sorted run of ``n`` keys and their values in two files in ``folder``, padded to whole blocks of
-    :data:`_BLOCK` keys with the last key, with its Bloom filter and fence keys (the first key of every
-    block) in memory. Built from ``chunks``: ``(keys, values)`` pairs whose keys ascend across chunks
-    (unique), values int32-sized; ``n`` is their total length (> 0)."""
+    """One sorted run of ``n`` keys and their values in files in ``folder``, padded to whole blocks of
+    :data:`_BLOCK` keys with the last key, with a Bloom filter per block (1 KiB, :data:`_BLOOM_BITS` a key)
+    and the fence keys (the first key of every block) in two more files. Built from ``chunks``: ``(keys,
+    values)`` pairs whose keys ascend across chunks (unique), values int32-sized; ``n`` is their total length
+    (> 0). Raises ``ValueError`` when the chunks hold other than ``n`` keys, ``OSError`` when ``folder``
+    cannot be written.
+
+    Nothing of the run stays in memory: all four files are read through memory maps whose pages a lookup
+    drops from the process again (they stay in the system's page cache), the filter's :data:`_WINDOW_BLOCKS`
+    blocks at a time. A lookup of sorted needles finds each needle's block by binary search over the fences,
+    tests the needle against that block's filter (:func:`finetune.kernels.bloom_maybe`) and reads the block's
+    keys only for the needles that pass.
+    """
 
     def __init__(self, folder: Path, chunks, n: int) -> None:
         self.n = n
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, suffix=".keys")
         self.keys_path = Path(name)
-        self.values_path = self.keys_path.with_suffix(".values")
-        self.bits = np.zeros(-(-n * _BLOOM_BITS // 64), dtype=np.uint64)
-        fences, written, last = [], 0, None
-        with open(fd, "wb") as kf, open(self.values_path, "wb") as vf:
+        self.paths = [self.keys_path] + [self.keys_path.with_suffix(s) for s in (".values", ".bloom", ".fence")]
+        written, pending = 0, np.zeros(0, dtype=np.uint64)
+        with open(fd, "wb") as kf, open(self.paths[1], "wb") as vf, open(self.paths[2], "wb") as bf, \
+                open(self.paths[3], "wb") as ff:
             for keys, values in chunks:
                 if not len(keys):
                     continue
                 keys.tofile(kf)
                 np.asarray(values, dtype=np.int32).tofile(vf)
-                fences.append(keys[(-written) % _BLOCK::_BLOCK])
-                kernels.bloom_add(self.bits, keys, _PROBES)
                 written += len(keys)
-                last = keys[-1]
+                pending = np.concatenate([pending, keys])
+                full = len(pending) - len(pending) % _BLOCK
+                self._write_blocks(pending[:full].reshape(-1, _BLOCK), bf, ff)
+                pending = pending[full:]
             if written != n:
                 raise ValueError(f"DiskRun: {written} keys written, {n} announced")
             pad = (-n) % _BLOCK
-            np.full(pad, last, dtype=np.uint64).tofile(kf)
-            np.zeros(pad, dtype=np.int32).tofile(vf)
-        self.fence = np.concatenate(fences)
-        self._files = [open(path, "rb") for path in (self.keys_path, self.values_path)]
+            if pad:
+                padding = np.full(pad, pending[-1], dtype=np.uint64)
+                padding.tofile(kf)
+                np.zeros(pad, dtype=np.int32).tofile(vf)
+                self._write_blocks(np.concatenate([pending, padding]).reshape(1, _BLOCK), bf, ff)
+        self._files = [open(path, "rb") for path in self.paths]
         self._maps = [mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) for fh in self._files]
         self.keys = np.frombuffer(self._maps[0], dtype=np.uint64)
         self.values = np.frombuffer(self._maps[1], dtype=np.int32)
+        self.bits = np.frombuffer(self._maps[2], dtype=np.uint64).reshape(-1, _BLOOM_WORDS)
+        self.fence = np.frombuffer(self._maps[3], dtype=np.uint64)
+
+    @staticmethod
+    def _write_blocks(blocks: np.ndarray, bloom_file, fence_file) -> None:
+        """Append the filters and fence keys of ``blocks`` (uint64, ``(m, _BLOCK)`` keys) to their files."""
+        if not len(blocks):
+            return
+        bits = np.zeros((len(blocks), _BLOOM_WORDS), dtype=np.uint64)
+        kernels.bloom_add(bits, blocks, _PROBES)
+        bits.tofile(bloom_file)
+        np.ascontiguousarray(blocks[:, 0]).tofile(fence_file)
 
     @property
     def nbytes(self) -> int:
-        """Memory held: the Bloom filter and the fence keys."""
-        return self.bits.nbytes + self.fence.nbytes
+        """Memory held for the run's keys: none (its filter and fences are on disk, with its keys)."""
+        return 0
 
     @property
     def disk_bytes(self) -> int:
-        return self.keys_path.stat().st_size + self.values_path.stat().st_size
+        return sum(path.stat().st_size for path in self.paths)
 
     def drop_pages(self) -> None:
         """Drop the run's file pages from this process's memory (they stay in the page cache)."""
@@ -114,21 +143,35 @@ class DiskRun:
             if hasattr(mapped, "madvise"):
                 mapped.madvise(mmap.MADV_DONTNEED)
 
+    def _maybe(self, needles: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """Bool per needle (sorted, with its ``block``, ``-1`` below the first): whether it passes its block's
+        filter, the filter mapped a window of :data:`_WINDOW_BLOCKS` blocks at a time."""
+        out = np.zeros(len(needles), dtype=bool)
+        cuts = np.searchsorted(block, np.arange(0, len(self.bits) + _WINDOW_BLOCKS, _WINDOW_BLOCKS))
+        window = _WINDOW_BLOCKS * _BLOOM_WORDS * 8  # bytes of filter a window maps
+        for w, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
+            if lo == hi:
+                continue
+            first = w * _WINDOW_BLOCKS
+            out[lo:hi] = kernels.bloom_maybe(self.bits[first:first + _WINDOW_BLOCKS], block[lo:hi], needles[lo:hi],
+                                             _PROBES, first)
+            if hasattr(self._maps[2], "madvise"):
+                self._maps[2].madvise(mmap.MADV_DONTNEED, w * window, min(window, len(self._maps[2]) - w * window))
+        return out
+
     def get(self, needles: np.ndarray) -> np.ndarray:
         """Values of ``needles`` (uint64, sorted): int64, ``-1`` where absent."""
         out = np.full(len(needles), -1, dtype=np.int64)
         if not len(needles):
             return out
-        maybe = np.flatnonzero(kernels.bloom_maybe(self.bits, needles, _PROBES))
-        if not len(maybe):
-            return out
-        block = np.searchsorted(self.fence, needles[maybe], side="right") - 1
-        inside = block >= 0
-        maybe, block = maybe[inside], block[inside]
-        equal = self.keys.reshape(-1, _BLOCK)[block] == needles[maybe, None]
-        hit = equal.any(axis=1)
-        if hit.any():
-            out[maybe[hit]] = self.values[block[hit] * _BLOCK + equal[hit].argmax(axis=1)]
+        block = np.searchsorted(self.fence, needles, side="right") - 1
+        maybe = np.flatnonzero(self._maybe(needles, block))
+        if len(maybe):
+            block = block[maybe]
+            equal = self.keys.reshape(-1, _BLOCK)[block] == needles[maybe, None]
+            hit = equal.any(axis=1)
+            if hit.any():
+                out[maybe[hit]] = self.values[block[hit] * _BLOCK + equal[hit].argmax(axis=1)]
         self.drop_pages()
         return out
 
@@ -141,13 +184,13 @@ class DiskRun:
 
     def remove(self) -> None:
         """Close and delete the run's files."""
-        self.keys = self.values = None
+        self.keys = self.values = self.bits = self.fence = None
         for mapped in self._maps:
             mapped.close()
         for fh in self._files:
             fh.close()
-        self.keys_path.unlink(missing_ok=True)
-        self.values_path.unlink(missing_ok=True)
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
 
 def _merged_chunks(a: DiskRun, b: DiskRun, size: int = 1 << 18):

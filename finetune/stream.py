@@ -23,14 +23,14 @@
 Memory: DuckDB is capped by ``duckdb_memory`` (it spills to the work folder beyond it, but a join that
 spills is several times slower), so ``sft`` and ``kto`` candidates are selected in hash partitions of the
 answers when their join's hash table would pass three quarters of it (``partition_answers``; the
-``preference`` query runs whole); the sort holds a run or range of ``sort_rows``
-rows (:mod:`finetune.extsort`); pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys
-each in memory (12 bytes a key), the rest on disk (2 bytes a key stay in memory for the Bloom filters,
-and a fence key per 512: :mod:`finetune.keyindex`); its per-row arrays for the splits and pass 2 (keep mask,
-conversation number and prompt cluster of each kept row, near-duplicate links) go to files in the work folder
-(:mod:`finetune.arraylog`); pass 2 holds a few batches and the PII text keys (a key index like pass 1's). Freed
-memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the system
-allocator: :data:`finetune.cli.ARROW_POOL`). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
+``preference`` query runs whole); the sort holds a run or range of ``sort_rows`` rows (:mod:`finetune.extsort`);
+pass 1 holds a few batches and its key indexes at most ``memory_keys`` keys each in memory (12 bytes a key),
+the rest on disk with their Bloom filters and fence keys (read through memory maps whose pages each lookup
+drops again: :mod:`finetune.keyindex`); its per-row arrays for the splits and pass 2 (keep mask, conversation
+number and prompt cluster of each kept row, near-duplicate links) go to files in the work folder
+(:mod:`finetune.arraylog`); pass 2 holds a few batches and the PII text keys (a key index like pass 1's).
+Freed memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the
+system allocator: :data:`finetune.cli.ARROW_POOL`). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
 report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
 
 The output depends only on the rows, the spec and ``batch_rows``: the same spec on the same snapshots
@@ -283,7 +283,7 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
             batches = extsort.read_batches(selected)
             for prepared in prefetch(pool, batches, cleaner.prepare, depth=threads):
                 cleaner.apply(prepared)
-        # before close, which deletes the disk runs and with them their Bloom filters and fences in memory
+        # before close, which deletes the disk runs
         state_bytes, state_disk_bytes = cleaner.state_bytes, cleaner.disk_bytes
     finally:
         cleaner.close()

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from finetune import build, dedup, kernels, output, stream
+from finetune import build, dedup, keyindex, kernels, output, stream
 from finetune.arraylog import ArrayLog
 from finetune.errors import DatasetError
 from finetune.keyindex import _PROBES, DiskRun, KeyIndex, mix64
@@ -61,27 +61,59 @@ def test_a_key_index_on_disk_answers_as_the_one_in_memory(tmp_path):
     assert not list((tmp_path / "state").iterdir())
 
 
-def test_a_disk_runs_bloom_filter_sets_the_multiply_shift_bits_and_misses_no_key(tmp_path):
-    """The compiled filter sets exactly the bits of the documented formula (computed here with numpy: word
-    ``((h >> 32) * words) >> 32``, bit ``(h >> 26) & 63`` of ``h = key * probe``), in 16 bits a key, every
-    added key passes it, and fewer than 0.5 % of absent keys do (16 bits a key, 7 probes: ~0.07 %)."""
+def _mapped_kib(path) -> int:
+    """Resident kB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's first line
+            inside = head[-1] == str(path)
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.parametrize("window_blocks", [4, 4096])
+def test_a_disk_runs_blocked_bloom_filter_sets_the_multiply_shift_bits_and_misses_no_key(tmp_path, monkeypatch,
+                                                                                       window_blocks):
+    """Each block of 512 keys has its own 1 KiB filter, in a file: the compiled filter sets exactly the bits of
+    the documented formula (computed here with numpy: in block ``i // 512`` of key ``i`` -- the last block
+    padded with the last key -- word ``((h >> 32) * 128) >> 32``, bit ``(h >> 26) & 63`` of ``h = key *
+    probe``), every added key passes it, fewer than 0.5 % of absent keys do (16 bits a key, 7 probes: ~0.07
+    %), lookups read through windows of the filter give the keys' values, and a lookup leaves none of the
+    run's file pages in the process."""
+    monkeypatch.setattr(keyindex, "_WINDOW_BLOCKS", window_blocks)
     rng = np.random.default_rng(2)
     keys = np.unique(mix64(rng.integers(0, 2**40, size=20_000)))
-    run = DiskRun(tmp_path, [(keys, np.arange(len(keys)))], len(keys))
-    assert run.bits.nbytes == -(-len(keys) * 16 // 64) * 8
+    run = DiskRun(tmp_path, [(keys[:700], np.arange(700)), (keys[700:], np.arange(700, len(keys)))], len(keys))
+    blocks = -(-len(keys) // 512)
+    assert run.bits.shape == (blocks, 128) and run.nbytes == 0
+    assert run.disk_bytes == blocks * 512 * 12 + blocks * 1024 + blocks * 8
+    padded = np.concatenate([keys, np.full(blocks * 512 - len(keys), keys[-1])])
+    assert np.array_equal(run.fence, padded[::512])
     with np.errstate(over="ignore"):
-        h = keys[:, None] * _PROBES[None, :]
-        word = ((h >> np.uint64(32)) * np.uint64(len(run.bits))) >> np.uint64(32)
-    bits = np.zeros_like(run.bits)
-    np.bitwise_or.at(bits, word, np.uint64(1) << ((h >> np.uint64(26)) & np.uint64(63)))
-    assert np.array_equal(run.bits, bits) and bits.any()
-    assert kernels.bloom_maybe(run.bits, keys, _PROBES).all()
+        h = padded[:, None] * _PROBES[None, :]
+    word = np.arange(len(padded))[:, None] // 512 * 128 + (((h >> np.uint64(32)) * np.uint64(128)) >> np.uint64(32))
+    bits = np.zeros(blocks * 128, dtype=np.uint64)
+    np.bitwise_or.at(bits, word.astype(np.int64), np.uint64(1) << ((h >> np.uint64(26)) & np.uint64(63)))
+    assert np.array_equal(run.bits.ravel(), bits) and bits.any()
+    block = np.arange(len(keys)) // 512
+    assert kernels.bloom_maybe(run.bits, block, keys, _PROBES).all()
     absent = np.sort(mix64(np.arange(2**41, 2**41 + 20_000)))
-    assert kernels.bloom_maybe(run.bits, absent, _PROBES).mean() < 0.005
+    absent_block = np.searchsorted(run.fence, absent, side="right") - 1
+    assert kernels.bloom_maybe(run.bits, absent_block, absent, _PROBES).mean() < 0.005
     assert np.array_equal(run.get(keys), np.arange(len(keys))) and (run.get(absent) == -1).all()
+    both = np.sort(np.concatenate([keys[::3], absent[::2]]))
+    expect = np.where(np.isin(both, keys), np.searchsorted(keys, both), -1)
+    assert np.array_equal(run.get(both), expect)
+    for path in run.paths:
+        assert _mapped_kib(path) == 0
     with pytest.raises(ValueError, match="Bloom filter"):
-        kernels.bloom_maybe(np.zeros(0, dtype=np.uint64), keys, _PROBES)
+        kernels.bloom_maybe(np.zeros((1, 0), dtype=np.uint64), block, keys, _PROBES)
+    with pytest.raises(IndexError, match="beyond the filter"):
+        kernels.bloom_maybe(run.bits[:2], block, keys, _PROBES)
     run.remove()
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("on_disk", [True, False])
