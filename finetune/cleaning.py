@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from finetune import dedup, select
 from finetune.arraylog import ArrayLog
+from finetune.components import ClusterComponents
 from finetune.columns import blank, prompt_parts, string_column
 from finetune.keyindex import KeyIndex, mix64
 from finetune.neardup import Fingerprints, StreamingClusters, exact_keys
@@ -111,6 +110,7 @@ class Cleaner:
         self.keep = ArrayLog(folder, bool)
         self.kept_groups = ArrayLog(folder, np.int32)
         self.kept_clusters = ArrayLog(folder, np.int32)
+        self.folder = folder
 
     def prepare(self, batch: pa.RecordBatch) -> Prepared:
         """The stateless part of a batch (thread-safe: reads only the spec and the dedup parameters)."""
@@ -240,14 +240,15 @@ class Cleaner:
     def _logs(self) -> tuple[ArrayLog, ...]:
         return self.keep, self.kept_groups, self.kept_clusters
 
-    def components(self) -> np.ndarray:
-        """Component label per conversation number: conversations joined through shared prompt clusters
-        (and the clusters' LSH links), as :func:`finetune.splits.assign_splits` joins them."""
-        g = self.kept_groups.concatenated().astype(np.int64)
-        cl = self.kept_clusters.concatenated().astype(np.int64)
-        n_groups, n_clusters = self.groups, self.prompts.next_id
-        links = self.prompts.links + n_groups
-        rows = np.concatenate([np.stack([g, cl + n_groups], axis=1), links])
-        size = n_groups + n_clusters
-        graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows[:, 0], rows[:, 1])), shape=(size, size))
-        return connected_components(graph, directed=False)[1][:n_groups]
+    def components(self) -> ClusterComponents:
+        """The prompt clusters joined by shared conversations and LSH links, as :func:`finetune.splits.assign_splits`
+        joins rows (:mod:`finetune.components`; parents in a file of the cleaner's folder when it has one): a kept
+        row's component is ``components.roots(kept_clusters[i])``. Reads the logs a batch at a time; the caller
+        closes it."""
+        components = ClusterComponents(self.prompts.next_id, self.folder)
+        for i in range(len(self.kept_groups)):
+            components.join_conversations(self.kept_groups[i], self.kept_clusters[i])
+        for pairs in self.prompts.link_batches():
+            components.join_pairs(pairs)
+        components.flatten()
+        return components

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["F32", "F64", "bloom_add", "bloom_maybe", "fingerprint_batch", "minhash_signatures"]
+__all__ = ["F32", "F64", "bloom_add", "bloom_maybe", "find_in_blocks", "fingerprint_batch", "minhash_signatures"]
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -243,3 +243,31 @@ def bloom_maybe(bits: np.ndarray, blocks: np.ndarray, keys: np.ndarray, probes: 
     return _bloom_maybe_kernel(bits, np.ascontiguousarray(blocks, dtype=np.int64),
                                np.ascontiguousarray(keys, dtype=np.uint64),
                                np.ascontiguousarray(probes, dtype=np.uint64), np.int64(first))
+
+
+@njit(cache=True, nogil=True)
+def _find_in_blocks_kernel(keys, blocks, needles, block):  # pragma: no cover - compiled
+    out = np.full(len(needles), -1, np.int64)
+    for i in range(len(needles)):
+        lo = blocks[i] * block
+        hi = lo + block
+        while lo < hi:  # the first position in the block whose key is not below the needle
+            mid = (lo + hi) >> 1
+            if keys[mid] < needles[i]:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < blocks[i] * block + block and keys[lo] == needles[i]:
+            out[i] = lo
+    return out
+
+
+def find_in_blocks(keys: np.ndarray, blocks: np.ndarray, needles: np.ndarray, block: int) -> np.ndarray:
+    """int64 (n,): the position in ``keys`` (uint64, sorted, whole blocks of ``block`` keys; may be a read-only
+    memory map) of each needle (uint64, (n,)) within its block ``blocks[i]`` (binary search over the block's
+    keys, so only the cache lines it compares are read), ``-1`` where the block does not hold it. Raises
+    ``IndexError`` for a block beyond ``keys``."""
+    blocks = np.ascontiguousarray(blocks, dtype=np.int64)
+    if len(blocks) and (blocks.min() < 0 or (blocks.max() + 1) * block > len(keys)):
+        raise IndexError("a needle's block lies outside the keys")
+    return _find_in_blocks_kernel(keys, blocks, np.ascontiguousarray(needles, dtype=np.uint64), np.int64(block))

@@ -13,8 +13,8 @@ per key on disk: a disk run's blocks of 512 keys (4 KiB), their Bloom filters (1
 0.1 % of absent keys reach the keys; Bloom, "Space/time trade-offs in hash coding with allowable errors", CACM
 1970) and its fence keys (the first key of each block) are all in files, read through memory maps whose pages
 a lookup drops from the process again (they stay in the system's page cache, so a lookup reads no disk while
-the files fit there). A lookup finds each needle's block among the fences, tests the block's filter and reads
-the block's keys only for the needles the filter lets through.
+the files fit there). A lookup finds each needle's block among the fences, tests the block's filter and
+binary-searches the block's keys only for the needles the filter lets through.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class DiskRun:
     Nothing of the run stays in memory: all four files are read through memory maps whose pages a lookup
     drops from the process again (they stay in the system's page cache), the filter's :data:`_WINDOW_BLOCKS`
     blocks at a time. A lookup of sorted needles finds each needle's block by binary search over the fences,
-    tests the needle against that block's filter (:func:`finetune.kernels.bloom_maybe`) and reads the block's
-    keys only for the needles that pass.
+    tests the needle against that block's filter (:func:`finetune.kernels.bloom_maybe`) and, only for the needles
+    that pass, binary-searches the block's keys (:func:`finetune.kernels.find_in_blocks`).
     """
 
     def __init__(self, folder: Path, chunks, n: int) -> None:
@@ -167,11 +167,9 @@ class DiskRun:
         block = np.searchsorted(self.fence, needles, side="right") - 1
         maybe = np.flatnonzero(self._maybe(needles, block))
         if len(maybe):
-            block = block[maybe]
-            equal = self.keys.reshape(-1, _BLOCK)[block] == needles[maybe, None]
-            hit = equal.any(axis=1)
-            if hit.any():
-                out[maybe[hit]] = self.values[block[hit] * _BLOCK + equal[hit].argmax(axis=1)]
+            at = kernels.find_in_blocks(self.keys, block[maybe], needles[maybe], _BLOCK)
+            hit = at >= 0
+            out[maybe[hit]] = self.values[at[hit]]
         self.drop_pages()
         return out
 

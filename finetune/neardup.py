@@ -114,6 +114,11 @@ class StreamingClusters:
         """int64 (m, 2): pairs of cluster ids whose texts share an LSH band key."""
         return self._links.concatenated().reshape(-1, 2)
 
+    def link_batches(self):
+        """The :attr:`links` of each :meth:`assign` call in turn (int64 (m, 2) each), read one at a time."""
+        for i in range(len(self._links)):
+            yield self._links[i].reshape(-1, 2)
+
     @property
     def nbytes(self) -> int:
         """Memory held by the cross-batch state, in bytes."""

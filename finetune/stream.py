@@ -10,9 +10,10 @@
 2. **Pass 1** reads it back batch by batch: :class:`finetune.cleaning.Cleaner` computes the
    cleaning masks and fingerprints of the next batch in a second thread while this one is deduplicated
    against what earlier batches kept; it records which rows of each batch are kept.
-3. **Splits**: a union-find (``connected_components``) over conversations and prompt clusters gives each
-   kept row a component; each component goes to the split :func:`finetune.splits.split_indices` gives the
-   component's smallest conversation id (its first one in stream order).
+3. **Splits**: a union-find over the prompt clusters, joined by shared conversations and LSH links
+   (:mod:`finetune.components`), gives each kept row a component; each component goes to the split
+   :func:`finetune.splits.split_indices` gives the component's smallest conversation id (its first one in
+   stream order).
 4. **Pass 2** re-reads the selection, keeps the rows pass 1 kept, applies the PII redaction of each batch's
    distinct texts, and appends each split to ``data/<split>.parquet`` (the JSONL exports are written from
    these when asked: :func:`finetune.exports.write_export`). For large builds Presidio (:mod:`finetune.redact`)
@@ -55,8 +56,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finetune import extsort, select
+from finetune.arraylog import ArrayLog
 from finetune.cleaning import ANSWERS, Cleaner, step_names
 from finetune.columns import prompt_parts, string_column
+from finetune.components import ClusterComponents, MappedArray
 from finetune.config import memory_bytes
 from finetune.errors import DatasetError
 from finetune.exports import SCHEMAS, format_rows
@@ -303,20 +306,37 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
         dropped[name] = counts[name]
     _reset_peak_rss()
     started = time.perf_counter()
-    label = cleaner.components()
+    components = cleaner.components()
     seconds["splits"] = time.perf_counter() - started
     memory["splits"] = _peak_rss_mb()
-    keep, kept_groups = cleaner.keep, cleaner.kept_groups
+    keep, kept_clusters = cleaner.keep, cleaner.kept_clusters
+    # the split of each component, by its root cluster (-1: not met yet), in a file beside the parents
+    comp_split = MappedArray(spill, components.n, np.int8, -1)
     del cleaner
     _release_memory()
     _reset_peak_rss()
+    try:
+        return _pass_2(spec, folder, selected, keep, kept_clusters, components, comp_split, redactor, rows, steps,
+                       dropped, state_bytes, state_disk_bytes, seconds, memory)
+    finally:
+        components.close()
+        comp_split.close()
 
+
+def _pass_2(spec: DatasetSpec, folder: Path, selected: Path, keep: ArrayLog, kept_clusters: ArrayLog,
+            components: ClusterComponents, comp_split: MappedArray, redactor: Redactor | None, rows: int,
+            steps: list, dropped: dict, state_bytes: int, state_disk_bytes: int, seconds: dict[str, float],
+            memory: dict[str, int | None]) -> StreamStats:
+    """Pass 2 of :func:`run` (see the module doc): ``keep`` and ``kept_clusters`` are pass 1's logs, ``components``
+    the flattened union-find of the kept rows' prompt clusters and ``comp_split`` the split of each root (-1 until
+    its first row is met); ``rows`` the kept rows; the rest is carried into the returned stats."""
+    fmt = spec.format
     started = time.perf_counter()
     kept_rows = rows
     if not kept_rows:
         redactor = None
     fractions = spec.split.fractions()
-    comp_split = np.full(int(label.max()) + 1 if len(label) else 0, -1, dtype=np.int8)
+    splits = comp_split.array
     split_rows = {name: 0 for name in SPLITS}
     dist = {name: {dim: Counter() for dim in ("source", "model", "app")} for name in SPLITS}
     (folder / "data").mkdir(exist_ok=True)
@@ -362,15 +382,18 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
                 row_start, row_end = row_end, row_end + batch_rows
                 if not table.num_rows:
                     continue
-                comp = label[kept_groups[i]]
-                unknown = np.flatnonzero(comp_split[comp] < 0)
+                comp = components.roots(kept_clusters[i])
+                split_of_row = splits[comp]
+                unknown = np.flatnonzero(split_of_row < 0)
                 if len(unknown):
                     # a component's first row in stream order holds its smallest conversation id
                     comps, first = np.unique(comp[unknown], return_index=True)
                     names = table["conversation_id"].take(pa.array(unknown[first])).to_pylist()
-                    comp_split[comps] = split_indices(spec.split.seed, names, fractions)
+                    splits[comps] = split_indices(spec.split.seed, names, fractions)
+                    split_of_row = splits[comp]
+                comp_split.drop_pages()
                 changed = redactor.batch_changes(table, row_start, row_end) if redactor is not None else {}
-                finish(table, comp_split[comp], changed)
+                finish(table, split_of_row, changed)
         while writes:
             writes.popleft().result()
     finally:

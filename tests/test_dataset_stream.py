@@ -10,6 +10,7 @@ import pytest
 
 from finetune import build, dedup, keyindex, kernels, output, stream
 from finetune.arraylog import ArrayLog
+from finetune.components import ClusterComponents
 from finetune.errors import DatasetError
 from finetune.keyindex import _PROBES, DiskRun, KeyIndex, mix64
 from finetune.neardup import StreamingClusters, _unique_pairs
@@ -112,8 +113,57 @@ def test_a_disk_runs_blocked_bloom_filter_sets_the_multiply_shift_bits_and_misse
         kernels.bloom_maybe(np.zeros((1, 0), dtype=np.uint64), block, keys, _PROBES)
     with pytest.raises(IndexError, match="beyond the filter"):
         kernels.bloom_maybe(run.bits[:2], block, keys, _PROBES)
+    assert np.array_equal(kernels.find_in_blocks(run.keys, block, keys, 512), np.arange(len(keys)))
+    assert (kernels.find_in_blocks(run.keys, absent_block.clip(0), absent, 512) == -1).all()
+    with pytest.raises(IndexError, match="outside the keys"):
+        kernels.find_in_blocks(run.keys, np.array([blocks]), keys[:1], 512)
     run.remove()
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_cluster_components_are_the_conversation_cluster_graphs_components(tmp_path, on_disk):
+    """The union-find over clusters, fed kept rows batch by batch (conversations crossing batch ends) and links,
+    names each cluster's component by its smallest id, and joins exactly the clusters that scipy's connected
+    components of the graph with a node per conversation and per cluster join; on disk, its file pages leave
+    the process after each call."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(4)
+    n_rows, n_clusters = 30_000, 12_000
+    groups = np.sort(rng.integers(0, 20_000, size=n_rows))  # conversations' rows back to back
+    clusters = rng.integers(0, n_clusters, size=n_rows)
+    links = rng.integers(0, n_clusters, size=(800, 2))
+    comps = ClusterComponents(n_clusters, tmp_path / "state" if on_disk else None)
+    for lo in range(0, n_rows, 2_500):
+        comps.join_conversations(groups[lo:lo + 2_500], clusters[lo:lo + 2_500])
+        if on_disk:
+            assert _mapped_kib(comps._parent.path) == 0
+    for lo in range(0, len(links), 300):
+        comps.join_pairs(links[lo:lo + 300])
+    with pytest.raises(RuntimeError):
+        comps.roots(clusters[:3])
+    comps.flatten()
+    root = comps.roots(np.arange(n_clusters))
+    if on_disk:
+        assert _mapped_kib(comps._parent.path) == 0
+    n_groups = int(groups.max()) + 1
+    edges = np.concatenate([np.stack([groups, clusters + n_groups], axis=1), links + n_groups])
+    size = n_groups + n_clusters
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(size, size))
+    label = connected_components(graph, directed=False)[1][n_groups:]
+    smallest = np.full(label.max() + 1, n_clusters)
+    np.minimum.at(smallest, label, np.arange(n_clusters))
+    assert np.array_equal(root, smallest[label])
+    assert 0.05 < len(np.unique(root)) / n_clusters < 0.5  # joined, but not into one component
+    with pytest.raises(ValueError):
+        comps.roots(np.array([n_clusters]))
+    with pytest.raises(RuntimeError):
+        comps.join_pairs(links[:1])
+    comps.close()
+    if on_disk:
+        assert not list((tmp_path / "state").iterdir())
 
 
 @pytest.mark.parametrize("on_disk", [True, False])
