@@ -11,8 +11,9 @@ A batch of candidate rows (in stream order: conversation id first) goes through 
   answer clusters, and the exact- and near-duplicate checks against what earlier batches kept. It returns
   which rows of the batch are kept.
 
-:meth:`Cleaner.components` then joins conversations through shared prompt clusters (and the clusters'
-LSH links) for the splits. State kept across batches, O(rows) but compact: exact and band keys
+:meth:`Cleaner.components` then joins the prompt clusters through shared conversations and the clusters'
+LSH links for the splits (:class:`finetune.components.ClusterComponents`, a batch of the logs at a time).
+State kept across batches, O(rows) but compact: exact and band keys
 (:class:`finetune.keyindex.KeyIndex`, ~150 bytes a distinct long text), 12 bytes a row reaching dedup,
 4 bytes a kept row for its conversation number and one for its prompt cluster, 1 byte a candidate row
 for the keep mask (:attr:`Cleaner.state_bytes`). With a ``folder``, the key indexes keep at most

@@ -102,7 +102,7 @@ class DiskRun:
                 pending = np.concatenate([pending, keys])
                 full = len(pending) - len(pending) % _BLOCK
                 self._write_blocks(pending[:full].reshape(-1, _BLOCK), bf, ff)
-                pending = pending[full:]
+                pending = pending[full:].copy()
             if written != n:
                 raise ValueError(f"DiskRun: {written} keys written, {n} announced")
             pad = (-n) % _BLOCK
