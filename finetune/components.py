@@ -30,10 +30,10 @@ _FILL_ITEMS = 1 << 20  # items a file is filled with at a time
 
 
 class MappedArray:
-    """A 1-D array of ``n`` items of ``dtype``, each set to ``fill`` (``None``: to its index), in a new file of ``folder`` mapped into
-    memory (``None``: an ordinary array in memory). :attr:`array` is the writable numpy view;
-    :meth:`drop_pages` drops its pages from the process (written ones stay in the page cache, and the file);
-    :meth:`close` unmaps and deletes the file. Raises ``OSError`` when the folder cannot be written."""
+    """A 1-D array of ``n`` items of ``dtype``, each set to ``fill`` (``None``: to its index), in a new file of
+    ``folder`` mapped into memory (``None``: an ordinary array in memory). :attr:`array` is the writable numpy
+    view; :meth:`drop_pages` drops its pages from the process (written ones stay in the page cache, and the
+    file); :meth:`close` unmaps and deletes the file. Raises ``OSError`` when the folder cannot be written."""
 
     def __init__(self, folder: Path | None, n: int, dtype, fill) -> None:
         self.path: Path | None = None
@@ -48,7 +48,8 @@ class MappedArray:
         with open(fd, "wb") as fh:
             for lo in range(0, n, _FILL_ITEMS):
                 items = min(n, lo + _FILL_ITEMS) - lo
-                (np.arange(lo, lo + items, dtype=dtype) if fill is None else np.full(items, fill, dtype=dtype)).tofile(fh)
+                part = np.arange(lo, lo + items, dtype=dtype) if fill is None else np.full(items, fill, dtype=dtype)
+                part.tofile(fh)
         with open(self.path, "r+b") as fh:
             self._map = mmap.mmap(fh.fileno(), 0)
         self.array = np.frombuffer(self._map, dtype=dtype)

@@ -62,7 +62,9 @@ pass a block's filter and cost a block read (Bloom 1970; every block's filter ho
 so blocking adds no load variance)."""
 _BLOOM_WORDS = _BLOCK * _BLOOM_BITS // 64  # uint64 words of one block's filter: 1 KiB
 _WINDOW_BLOCKS = 4096
-"""Blocks of filter (4 MiB) a lookup maps at a time before it drops their pages again."""
+"""Blocks a lookup maps at a time before it drops their pages again: 4 MiB of filter, 16 MiB of keys, 8 MiB of
+values."""
+_BLOCK_BYTES = (_BLOCK * 8, _BLOCK * 4, _BLOOM_WORDS * 8)  # a block's bytes in the keys, values and filter files
 _PROBES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB], dtype=np.uint64)
 """Odd multipliers: probe ``i`` of a key is a bit chosen by the high bits of ``key * _PROBES[i]``
@@ -78,8 +80,9 @@ class DiskRun:
     cannot be written.
 
     Nothing of the run stays in memory: all four files are read through memory maps whose pages a lookup
-    drops from the process again (they stay in the system's page cache), the filter's :data:`_WINDOW_BLOCKS`
-    blocks at a time. A lookup of sorted needles finds each needle's block by binary search over the fences,
+    drops from the process again (they stay in the system's page cache), :data:`_WINDOW_BLOCKS` blocks at a
+    time (the kernel maps up to 16 neighbouring pages on each fault, so dropping them only at the end of a
+    lookup let the keys' pages of a batch's many hits pile up: 160 MB at 8 M conversations). A lookup of sorted needles finds each needle's block by binary search over the fences,
     tests the needle against that block's filter (:func:`finetune.kernels.bloom_maybe`) and, only for the needles
     that pass, binary-searches the block's keys (:func:`finetune.kernels.find_in_blocks`).
     """
@@ -143,34 +146,45 @@ class DiskRun:
             if hasattr(mapped, "madvise"):
                 mapped.madvise(mmap.MADV_DONTNEED)
 
-    def _maybe(self, needles: np.ndarray, block: np.ndarray) -> np.ndarray:
-        """Bool per needle (sorted, with its ``block``, ``-1`` below the first): whether it passes its block's
-        filter, the filter mapped a window of :data:`_WINDOW_BLOCKS` blocks at a time."""
-        out = np.zeros(len(needles), dtype=bool)
-        cuts = np.searchsorted(block, np.arange(0, len(self.bits) + _WINDOW_BLOCKS, _WINDOW_BLOCKS))
-        window = _WINDOW_BLOCKS * _BLOOM_WORDS * 8  # bytes of filter a window maps
-        for w, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
-            if lo == hi:
-                continue
-            first = w * _WINDOW_BLOCKS
-            out[lo:hi] = kernels.bloom_maybe(self.bits[first:first + _WINDOW_BLOCKS], block[lo:hi], needles[lo:hi],
-                                             _PROBES, first)
-            if hasattr(self._maps[2], "madvise"):
-                self._maps[2].madvise(mmap.MADV_DONTNEED, w * window, min(window, len(self._maps[2]) - w * window))
-        return out
+    def _windows(self, block: np.ndarray):
+        """``(w, lo, hi)`` for each window ``w`` of :data:`_WINDOW_BLOCKS` blocks that holds some of ``block``
+        (ascending block numbers; ``-1``, before the first block, lies in none): ``block[lo:hi]`` lie in it."""
+        cuts = np.searchsorted(block, np.arange(0, len(self.fence) + _WINDOW_BLOCKS, _WINDOW_BLOCKS))
+        for w, (lo, hi) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist())):
+            if lo < hi:
+                yield w, lo, hi
+
+    def _drop_window(self, w: int, which: tuple[int, ...]) -> None:
+        """Drop window ``w``'s pages of the maps ``which`` (0 keys, 1 values, 2 filter) from the process."""
+        for i in which:
+            mapped = self._maps[i]
+            if hasattr(mapped, "madvise"):
+                size = _WINDOW_BLOCKS * _BLOCK_BYTES[i]
+                mapped.madvise(mmap.MADV_DONTNEED, w * size, min(size, len(mapped) - w * size))
 
     def get(self, needles: np.ndarray) -> np.ndarray:
-        """Values of ``needles`` (uint64, sorted): int64, ``-1`` where absent."""
+        """Values of ``needles`` (uint64, sorted): int64, ``-1`` where absent. The filter, then the keys and
+        values, are read a window of :data:`_WINDOW_BLOCKS` blocks at a time, each window's pages dropped
+        after it."""
         out = np.full(len(needles), -1, dtype=np.int64)
         if not len(needles):
             return out
         block = np.searchsorted(self.fence, needles, side="right") - 1
-        maybe = np.flatnonzero(self._maybe(needles, block))
-        if len(maybe):
-            at = kernels.find_in_blocks(self.keys, block[maybe], needles[maybe], _BLOCK)
+        self.drop_pages()  # the fences' pages
+        maybe = np.zeros(len(needles), dtype=bool)
+        for w, lo, hi in self._windows(block):
+            first = w * _WINDOW_BLOCKS
+            maybe[lo:hi] = kernels.bloom_maybe(self.bits[first:first + _WINDOW_BLOCKS], block[lo:hi], needles[lo:hi],
+                                               _PROBES, first)
+            self._drop_window(w, (2,))
+        maybe = np.flatnonzero(maybe)
+        block = block[maybe]
+        for w, lo, hi in self._windows(block):
+            at = kernels.find_in_blocks(self.keys, block[lo:hi], needles[maybe[lo:hi]], _BLOCK)
             hit = at >= 0
-            out[maybe[hit]] = self.values[at[hit]]
-        self.drop_pages()
+            out[maybe[lo:hi][hit]] = self.values[at[hit]]
+            self._drop_window(w, (0, 1))
+        self.drop_pages()  # what the kernel mapped around a window's faults, beyond the window
         return out
 
     def chunks(self, size: int = 1 << 18):

@@ -83,7 +83,7 @@ def test_a_disk_runs_blocked_bloom_filter_sets_the_multiply_shift_bits_and_misse
     probe``), every added key passes it, fewer than 0.5 % of absent keys do (16 bits a key, 7 probes: ~0.07
     %), lookups read through windows of the filter give the keys' values, and a lookup leaves none of the
     run's file pages in the process."""
-    monkeypatch.setattr(keyindex, "_WINDOW_BLOCKS", window_blocks)
+    monkeypatch.setattr(keyindex, "_WINDOW_BLOCKS", window_blocks)  # windows of whole pages of every file
     rng = np.random.default_rng(2)
     keys = np.unique(mix64(rng.integers(0, 2**40, size=20_000)))
     run = DiskRun(tmp_path, [(keys[:700], np.arange(700)), (keys[700:], np.arange(700, len(keys)))], len(keys))
