@@ -1,7 +1,7 @@
 """The components that the splits follow: prompt clusters joined by shared conversations and LSH links, in files.
 
 Kept rows join when they share a conversation or a prompt cluster, and clusters also join through their LSH
-links (:attr:`finetune.neardup.StreamingClusters.links`). Pass 1 logs the kept rows in stream order, each
+links (:meth:`finetune.neardup.StreamingClusters.link_batches`). Pass 1 logs the kept rows in stream order, each
 conversation's rows back to back, so joining every cluster a conversation's rows carry to the first of them
 gives the components a graph with a node per conversation and per cluster gives
 (:func:`finetune.splits.assign_splits`), with a node per cluster only: :class:`ClusterComponents` is a

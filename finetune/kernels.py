@@ -220,14 +220,14 @@ def bloom_add(bits: np.ndarray, keys: np.ndarray, probes: np.ndarray) -> None:
     multiply-high range reduction, "A fast alternative to the modulo reduction", 2016: any block size). Modifies
     ``bits`` in place. Raises ``ValueError`` for blocks of no or 2**32 words or more, or shapes that differ in
     ``m``."""
-    _words(bits)
+    _check_filter(bits)
     if bits.shape[0] != keys.shape[0]:
         raise ValueError(f"{keys.shape[0]} blocks of keys for a filter of {bits.shape[0]} blocks")
     _bloom_add_kernel(bits, np.ascontiguousarray(keys, dtype=np.uint64),
                       np.ascontiguousarray(probes, dtype=np.uint64))
 
 
-def _words(bits: np.ndarray) -> None:
+def _check_filter(bits: np.ndarray) -> None:
     if bits.ndim != 2 or not 0 < bits.shape[1] < 2**32:
         raise ValueError(f"a blocked Bloom filter takes (blocks, 1 to 2**32 - 1 words), not {bits.shape}")
 
@@ -239,7 +239,7 @@ def bloom_maybe(bits: np.ndarray, blocks: np.ndarray, keys: np.ndarray, probes: 
     i.e. whether the key may have been added there (False: it was not; also for a block before ``first``, e.g.
     ``-1`` for a key below every block). Stops at a key's first unset bit. Raises ``ValueError`` as
     :func:`bloom_add` does, ``IndexError`` for a block beyond ``bits``."""
-    _words(bits)
+    _check_filter(bits)
     return _bloom_maybe_kernel(bits, np.ascontiguousarray(blocks, dtype=np.int64),
                                np.ascontiguousarray(keys, dtype=np.uint64),
                                np.ascontiguousarray(probes, dtype=np.uint64), np.int64(first))

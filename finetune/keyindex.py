@@ -82,17 +82,17 @@ class DiskRun:
     Nothing of the run stays in memory: all four files are read through memory maps whose pages a lookup
     drops from the process again (they stay in the system's page cache), :data:`_WINDOW_BLOCKS` blocks at a
     time (the kernel maps up to 16 neighbouring pages on each fault, so dropping them only at the end of a
-    lookup let the keys' pages of a batch's many hits pile up: 160 MB at 8 M conversations). A lookup of sorted needles finds each needle's block by binary search over the fences,
-    tests the needle against that block's filter (:func:`finetune.kernels.bloom_maybe`) and, only for the needles
-    that pass, binary-searches the block's keys (:func:`finetune.kernels.find_in_blocks`).
+    lookup let the keys' pages of a batch's many hits pile up: 160 MB at 8 M conversations). A lookup of sorted
+    needles finds each needle's block by binary search over the fences, tests the needle against that block's
+    filter (:func:`finetune.kernels.bloom_maybe`) and, only for the needles that pass, binary-searches the
+    block's keys (:func:`finetune.kernels.find_in_blocks`).
     """
 
     def __init__(self, folder: Path, chunks, n: int) -> None:
         self.n = n
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, suffix=".keys")
-        self.keys_path = Path(name)
-        self.paths = [self.keys_path] + [self.keys_path.with_suffix(s) for s in (".values", ".bloom", ".fence")]
+        self.paths = [Path(name)] + [Path(name).with_suffix(s) for s in (".values", ".bloom", ".fence")]
         written, pending = 0, np.zeros(0, dtype=np.uint64)
         with open(fd, "wb") as kf, open(self.paths[1], "wb") as vf, open(self.paths[2], "wb") as bf, \
                 open(self.paths[3], "wb") as ff:
@@ -130,11 +130,6 @@ class DiskRun:
         kernels.bloom_add(bits, blocks, _PROBES)
         bits.tofile(bloom_file)
         np.ascontiguousarray(blocks[:, 0]).tofile(fence_file)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held for the run's keys: none (its filter and fences are on disk, with its keys)."""
-        return 0
 
     @property
     def disk_bytes(self) -> int:
@@ -247,7 +242,7 @@ class KeyIndex:
 
     @property
     def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in zip(self._keys, self._values)) + sum(r.nbytes for r in self._disk)
+        return sum(k.nbytes + v.nbytes for k, v in zip(self._keys, self._values))  # disk runs hold nothing here
 
     @property
     def disk_bytes(self) -> int:

@@ -13,7 +13,7 @@
   20 % at s = 0.7 with 11 bands of 11 -- is treated as near duplicates); otherwise it starts a cluster.
 
 Every pair of texts that share a band key is also recorded as a *link* between their clusters
-(:attr:`StreamingClusters.links`), so a union-find over links joins everything LSH could call similar:
+(:meth:`StreamingClusters.link_batches`), so a union-find over links joins everything LSH could call similar:
 splits built on that closure never separate two texts :func:`finetune.dedup.deduplicate` would join.
 
 State, O(distinct texts), not O(text size): one 12-byte entry per distinct text (exact key) and one per
@@ -109,13 +109,9 @@ class StreamingClusters:
         # pairs, flattened; in a file of `folder` when given and links are kept
         self._links = ArrayLog(folder if keep_links else None, np.int64)
 
-    @property
-    def links(self) -> np.ndarray:
-        """int64 (m, 2): pairs of cluster ids whose texts share an LSH band key."""
-        return self._links.concatenated().reshape(-1, 2)
-
     def link_batches(self):
-        """The :attr:`links` of each :meth:`assign` call in turn (int64 (m, 2) each), read one at a time."""
+        """The links recorded by each :meth:`assign` call that recorded any, in turn: int64 (m, 2) pairs of
+        cluster ids whose texts share an LSH band key, read back one call's at a time."""
         for i in range(len(self._links)):
             yield self._links[i].reshape(-1, 2)
 

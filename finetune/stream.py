@@ -44,7 +44,7 @@ import os
 import shutil
 import time
 from collections import Counter, deque
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,10 +56,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finetune import extsort, select
-from finetune.arraylog import ArrayLog
 from finetune.cleaning import ANSWERS, Cleaner, step_names
 from finetune.columns import prompt_parts, string_column
-from finetune.components import ClusterComponents, MappedArray
+from finetune.components import MappedArray
 from finetune.config import memory_bytes
 from finetune.errors import DatasetError
 from finetune.exports import SCHEMAS, format_rows
@@ -315,101 +314,86 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
     del cleaner
     _release_memory()
     _reset_peak_rss()
-    try:
-        return _pass_2(spec, folder, selected, keep, kept_clusters, components, comp_split, redactor, rows, steps,
-                       dropped, state_bytes, state_disk_bytes, seconds, memory)
-    finally:
-        components.close()
-        comp_split.close()
+    # the union-find's and the splits' files are closed however pass 2 ends
+    with closing(components), closing(comp_split):
+        started = time.perf_counter()
+        kept_rows = rows
+        if not kept_rows:
+            redactor = None
+        fractions = spec.split.fractions()
+        split_rows = {name: 0 for name in SPLITS}
+        dist = {name: {dim: Counter() for dim in ("source", "model", "app")} for name in SPLITS}
+        (folder / "data").mkdir(exist_ok=True)
+        writers = {name: pq.ParquetWriter(folder / "data" / f"{name}.parquet", SCHEMAS[fmt], compression="snappy")
+                   for name in SPLITS}
+        writes: deque = deque()
 
+        def write(name: str, part: pa.Table) -> None:  # in the writer thread, in submission order
+            writers[name].write_table(part)
 
-def _pass_2(spec: DatasetSpec, folder: Path, selected: Path, keep: ArrayLog, kept_clusters: ArrayLog,
-            components: ClusterComponents, comp_split: MappedArray, redactor: Redactor | None, rows: int,
-            steps: list, dropped: dict, state_bytes: int, state_disk_bytes: int, seconds: dict[str, float],
-            memory: dict[str, int | None]) -> StreamStats:
-    """Pass 2 of :func:`run` (see the module doc): ``keep`` and ``kept_clusters`` are pass 1's logs, ``components``
-    the flattened union-find of the kept rows' prompt clusters and ``comp_split`` the split of each root (-1 until
-    its first row is met); ``rows`` the kept rows; the rest is carried into the returned stats."""
-    fmt = spec.format
-    started = time.perf_counter()
-    kept_rows = rows
-    if not kept_rows:
-        redactor = None
-    fractions = spec.split.fractions()
-    splits = comp_split.array
-    split_rows = {name: 0 for name in SPLITS}
-    dist = {name: {dim: Counter() for dim in ("source", "model", "app")} for name in SPLITS}
-    (folder / "data").mkdir(exist_ok=True)
-    writers = {name: pq.ParquetWriter(folder / "data" / f"{name}.parquet", SCHEMAS[fmt], compression="snappy")
-               for name in SPLITS}
-    writes: deque = deque()
-
-    def write(name: str, part: pa.Table) -> None:  # in the writer thread, in submission order
-        writers[name].write_table(part)
-
-    def finish(table: pa.Table, split_of_row: np.ndarray, changed: dict[str, str]) -> None:
-        _, _, contents = prompt_parts(table)
-        prompt_contents = replace_texts(contents, changed)
-        answers = {name: replace_texts(string_column(table, name), changed) for name in ANSWERS[fmt]}
-        # the rows grouped by split (stable), so that each split's part is a slice, not a copy
-        order = np.argsort(split_of_row, kind="stable")
-        rows_out = format_rows(fmt, table, prompt_contents, answers, order)
-        ends = np.cumsum(np.bincount(split_of_row, minlength=len(SPLITS)))
-        for i, name in enumerate(SPLITS):
-            start = int(ends[i - 1]) if i else 0
-            part = rows_out.slice(start, int(ends[i]) - start)
-            if not part.num_rows:
-                continue
-            writes.append(writer_pool.submit(write, name, part))
-            split_rows[name] += part.num_rows
-            for dim in dist[name]:
-                counted = pc.value_counts(pc.fill_null(part[dim], "(none)")).to_pylist()
-                dist[name][dim].update({c["values"]: c["counts"] for c in counted})
-        while len(writes) > 2 * len(SPLITS):  # a few batches in flight at most
-            writes.popleft().result()
-
-    def kept(item: tuple[int, pa.RecordBatch]) -> tuple[int, int, pa.Table]:
-        i, batch = item
-        return i, batch.num_rows, pa.Table.from_batches([batch]).filter(pa.array(keep[i]))
-
-    # Parquet is written in one thread (Arrow releases the GIL) while this one formats the next batch
-    writer_pool = ThreadPoolExecutor(1, thread_name_prefix="flywheel-write")
-    try:
-        row_end = 0  # rows of the selection read so far
-        with ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
-            batches = enumerate(extsort.read_batches(selected))
-            for i, batch_rows, table in prefetch(pool, batches, kept):
-                row_start, row_end = row_end, row_end + batch_rows
-                if not table.num_rows:
+        def finish(table: pa.Table, split_of_row: np.ndarray, changed: dict[str, str]) -> None:
+            _, _, contents = prompt_parts(table)
+            prompt_contents = replace_texts(contents, changed)
+            answers = {name: replace_texts(string_column(table, name), changed) for name in ANSWERS[fmt]}
+            # the rows grouped by split (stable), so that each split's part is a slice, not a copy
+            order = np.argsort(split_of_row, kind="stable")
+            rows_out = format_rows(fmt, table, prompt_contents, answers, order)
+            ends = np.cumsum(np.bincount(split_of_row, minlength=len(SPLITS)))
+            for i, name in enumerate(SPLITS):
+                start = int(ends[i - 1]) if i else 0
+                part = rows_out.slice(start, int(ends[i]) - start)
+                if not part.num_rows:
                     continue
-                comp = components.roots(kept_clusters[i])
-                split_of_row = splits[comp]
-                unknown = np.flatnonzero(split_of_row < 0)
-                if len(unknown):
-                    # a component's first row in stream order holds its smallest conversation id
-                    comps, first = np.unique(comp[unknown], return_index=True)
-                    names = table["conversation_id"].take(pa.array(unknown[first])).to_pylist()
-                    splits[comps] = split_indices(spec.split.seed, names, fractions)
-                    split_of_row = splits[comp]
-                comp_split.drop_pages()
-                changed = redactor.batch_changes(table, row_start, row_end) if redactor is not None else {}
-                finish(table, split_of_row, changed)
-        while writes:
-            writes.popleft().result()
-    finally:
-        writer_pool.shutdown(wait=True, cancel_futures=True)
-        for w in writers.values():
-            w.close()
-    seconds["pass 2"] = time.perf_counter() - started
-    memory["pass 2"] = _peak_rss_mb()
-    if redactor is not None:
-        pii = redactor.summary()
-        steps.append(("PII redacted (rows kept)", kept_rows))
-    else:
-        pii = {"texts": 0, "texts_changed": 0, "entities": {}, "disabled": not spec.cleaning.pii}
-    distribution = {name: {dim: dict(sorted(c.items())) for dim, c in d.items()} for name, d in dist.items()}
-    seconds = {k: round(v, 2) for k, v in seconds.items()}
-    return StreamStats(steps, dropped, pii, split_rows, distribution, state_bytes,
-                       redactor.workers if redactor else 0, state_disk_bytes, seconds,
-                       {k: v for k, v in memory.items() if v is not None})
+                writes.append(writer_pool.submit(write, name, part))
+                split_rows[name] += part.num_rows
+                for dim in dist[name]:
+                    counted = pc.value_counts(pc.fill_null(part[dim], "(none)")).to_pylist()
+                    dist[name][dim].update({c["values"]: c["counts"] for c in counted})
+            while len(writes) > 2 * len(SPLITS):  # a few batches in flight at most
+                writes.popleft().result()
+
+        def kept(item: tuple[int, pa.RecordBatch]) -> tuple[int, int, pa.Table]:
+            i, batch = item
+            return i, batch.num_rows, pa.Table.from_batches([batch]).filter(pa.array(keep[i]))
+
+        # Parquet is written in one thread (Arrow releases the GIL) while this one formats the next batch
+        writer_pool = ThreadPoolExecutor(1, thread_name_prefix="flywheel-write")
+        try:
+            row_end = 0  # rows of the selection read so far
+            with ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
+                batches = enumerate(extsort.read_batches(selected))
+                for i, batch_rows, table in prefetch(pool, batches, kept):
+                    row_start, row_end = row_end, row_end + batch_rows
+                    if not table.num_rows:
+                        continue
+                    comp = components.roots(kept_clusters[i])
+                    split_of_row = comp_split.array[comp]
+                    unknown = np.flatnonzero(split_of_row < 0)
+                    if len(unknown):
+                        # a component's first row in stream order holds its smallest conversation id
+                        comps, first = np.unique(comp[unknown], return_index=True)
+                        names = table["conversation_id"].take(pa.array(unknown[first])).to_pylist()
+                        comp_split.array[comps] = split_indices(spec.split.seed, names, fractions)
+                        split_of_row = comp_split.array[comp]
+                    comp_split.drop_pages()
+                    changed = redactor.batch_changes(table, row_start, row_end) if redactor is not None else {}
+                    finish(table, split_of_row, changed)
+            while writes:
+                writes.popleft().result()
+        finally:
+            writer_pool.shutdown(wait=True, cancel_futures=True)
+            for w in writers.values():
+                w.close()
+        seconds["pass 2"] = time.perf_counter() - started
+        memory["pass 2"] = _peak_rss_mb()
+        if redactor is not None:
+            pii = redactor.summary()
+            steps.append(("PII redacted (rows kept)", kept_rows))
+        else:
+            pii = {"texts": 0, "texts_changed": 0, "entities": {}, "disabled": not spec.cleaning.pii}
+        distribution = {name: {dim: dict(sorted(c.items())) for dim, c in d.items()} for name, d in dist.items()}
+        seconds = {k: round(v, 2) for k, v in seconds.items()}
+        return StreamStats(steps, dropped, pii, split_rows, distribution, state_bytes,
+                           redactor.workers if redactor else 0, state_disk_bytes, seconds,
+                           {k: v for k, v in memory.items() if v is not None})
 
