@@ -68,16 +68,33 @@ def resolve_snapshot(catalog: Catalog, lake: LakeSettings | None = None,
     return LakeSnapshot(**{name: wanted for name, (_, wanted) in tables.items()})
 
 
+FILES = "_files"
+"""Suffix of the second view :func:`open_lake` makes of each source table: the same snapshot's rows read as its
+Parquet data files (:func:`feedback.lake.duck.snapshot_source`). DuckDB holds ~14 KB a file while an
+``iceberg_scan`` runs, and little through these; but it cannot estimate their rows without reading every footer
+(it assumes 1,000,000), so only queries whose join order does not hang on estimates read them: the ``sft`` and
+``kto`` answers' keys (:func:`_answer_tables`) and candidates, which :func:`finetune.stream` runs with the answers
+as the join's build side (see :data:`FIXED_JOIN_ORDER`)."""
+
+FIXED_JOIN_ORDER = "SET disabled_optimizers = 'join_order,build_side_probe_side'"
+"""DuckDB setting under which a query's hash joins build on their right side, as written. The ``sft`` and ``kto``
+candidate queries join the lake's answers (left, with their texts) to the answers' keys (right); reading the
+lake through :data:`FILES` views, DuckDB estimated ~200,000 answers on the left against 1.7 M keys on the right at
+8 M conversations and built its hash table on the texts (out of memory under 512 MB)."""
+
+
 def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: LakeSnapshot | None = None,
               memory_limit: str | None = None, threads: int | None = None
               ) -> tuple[duckdb.DuckDBPyConnection, LakeSnapshot]:
-    """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones);
-    ``memory_limit`` (e.g. ``"1GB"``, DuckDB spills beyond it) and ``threads`` cap the connection.
+    """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones), and the
+    same rows as ``interactions_files`` and ``feedback_files`` (:data:`FILES`); ``memory_limit`` (e.g. ``"1GB"``, DuckDB spills beyond it) and ``threads`` cap the connection.
     Raises DatasetError when a table has no data or the snapshot is unknown."""
     tables = _source_tables(catalog, lake or LakeSettings(), snapshot)
     con = duck.connect(memory_limit, threads)
     for name, (table, wanted) in tables.items():
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {duck.snapshot_source(con, table, wanted)}")
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM iceberg_scan('{duck.local_path(table.metadata_location)}', "
+                    f"snapshot_from_id := {wanted})")
+        con.execute(f"CREATE VIEW {name}{FILES} AS SELECT * FROM {duck.snapshot_source(con, table, wanted)}")
     return con, LakeSnapshot(**{name: wanted for name, (_, wanted) in tables.items()})
 
 
@@ -113,12 +130,13 @@ def _part(column: str, partition: tuple[int, int] | None) -> str:
     return "TRUE" if partition is None else f"hash({column}) % {int(partition[1])} = {int(partition[0])}"
 
 
-def _fb_view(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> str:
-    """The temp view ``fb``: the feedback of the selection's sources. Returns its definition."""
+def _fb_view(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, source: str = "feedback") -> str:
+    """The temp view ``fb``: the feedback of the selection's sources, read from view ``source``. Returns its
+    definition."""
     sources = [f"'{s.replace(chr(39), chr(39) * 2)}'" for s in spec.selection.feedback_sources]
     # literals, not bound values: DuckDB does not prepare a CREATE VIEW with parameters
     src = f"feedback_source IN ({', '.join(sources)})" if sources else "TRUE"
-    con.execute(fb := f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM feedback WHERE {src}")
+    con.execute(fb := f"CREATE OR REPLACE TEMP VIEW fb AS SELECT * FROM {source} WHERE {src}")
     return fb
 
 
@@ -167,7 +185,7 @@ def _answer_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> tuple[s
     Aggregating before the join, instead of inside it, keeps the join's hash table at ~80 bytes an answer
     (:data:`ANSWER_BYTES`)."""
     sel = spec.selection
-    fb = _fb_view(con, spec)
+    fb = _fb_view(con, spec, "feedback" + FILES)
     key = ANSWER_KEY.format("message_id")
     per_key = f"SELECT {key} AS k, {_aggregates(spec)} FROM fb WHERE message_id IS NOT NULL GROUP BY 1"
 
@@ -224,7 +242,7 @@ def sft_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
         SELECT {ANSWER_COLS.replace('i.response', f'{response} AS response')},
                {('c.correction IS NOT NULL' if sel.use_corrections else 'false')} AS corrected,
                concat_ws(',', {origin}) AS origin, a.unsafe
-        FROM interactions i LEFT JOIN {answers} a ON a.k = {key} LEFT JOIN {corrections} c ON c.k = {key}
+        FROM interactions{FILES} i LEFT JOIN {answers} a ON a.k = {key} LEFT JOIN {corrections} c ON c.k = {key}
         WHERE a.flags IS NOT NULL AND {_part('a.k', partition)} AND {where}""", params
 
 
@@ -289,7 +307,7 @@ def kto_query(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
     where = f"{answer_filter(spec.selection, params)} AND {_part(key, partition)}"
     return f"""
         SELECT {ANSWER_COLS}, a.ups > a.downs AS label, a.ups = a.downs AS tied, a.unsafe
-        FROM interactions i LEFT JOIN {answers} a ON a.k = {key}
+        FROM interactions{FILES} i LEFT JOIN {answers} a ON a.k = {key}
         WHERE a.ups IS NOT NULL AND {_part('a.k', partition)} AND {where}""", params
 
 

@@ -76,3 +76,42 @@ def test_data_files_follow_snapshots_deletes_and_schema_changes(lake, tmp_path):
         con.close()
     with pytest.raises(ValueError):
         duck.parquet_source([])
+
+
+def _hash_joins(node: dict) -> list[tuple[str, str]]:
+    """(join type, what its build side scans) of every hash join in an ``EXPLAIN (FORMAT JSON)`` plan node."""
+    def scans(n: dict) -> str:
+        if not n.get("children"):
+            extra = n.get("extra_info", {})
+            return extra.get("Table") or extra.get("Function") or n["name"].strip()
+        return ",".join(scans(c) for c in n["children"])
+    joins = [(node["extra_info"].get("Join Type"), scans(node["children"][1]))] if "HASH_JOIN" in node["name"] else []
+    return joins + [j for c in node.get("children", []) for j in _hash_joins(c)]
+
+
+@pytest.mark.parametrize("fmt", ["sft", "kto"])
+def test_the_selection_reads_the_files_and_builds_its_join_on_the_answers(lake, fmt):
+    """The dataset selection's views of the data files hold the iceberg_scan views' rows, and under
+    FIXED_JOIN_ORDER the candidate query's hash joins build on the answers' key tables, never on the lake's
+    texts (whose row count DuckDB cannot estimate through the files)."""
+    import json
+
+    from finetune import select
+    from finetune.spec import parse_spec
+
+    stack, _ = lake
+    con, _ = select.open_lake(stack.catalog())
+    try:
+        for name in select.SOURCE_TABLES:
+            assert "read_parquet" in con.execute(f"SELECT sql FROM duckdb_views() WHERE view_name = "
+                                                 f"'{name}{select.FILES}'").fetchone()[0]
+            assert _same_rows(con, name, name + select.FILES) > 10_000
+        con.execute(select.FIXED_JOIN_ORDER)
+        spec = parse_spec({"name": f"plan-{fmt}", "format": fmt, "cleaning": {"pii": False}})
+        sql, params = select.candidate_query(con, spec, ordered=False, partition=(0, 2))
+        plan = json.loads(con.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchall()[0][1])
+    finally:
+        con.close()
+    joins = [j for node in plan for j in _hash_joins(node)]
+    assert joins and all("answers_" in build or "corrections_" in build for _, build in joins), joins
+    assert any("answers_" in build for _, build in joins)
