@@ -1,12 +1,13 @@
 """Selection: candidate rows of each format, read with DuckDB from the lake at pinned snapshots.
 
 The lake tables are read at pinned snapshots, so a build names the exact snapshots it read and the same
-snapshots give the same rows: as the snapshot's Parquet data files (:func:`feedback.lake.duck.snapshot_source`;
-``iceberg_scan(..., snapshot_from_id := id)`` where those would not give its rows). A scan of one column of the
-8 M-conversation bench lake's interactions (12,100 files) peaks at 337 MB of RSS with 46 MB of glibc heap in use,
-against 448 and 210 MB through ``iceberg_scan`` (242 against 260 MB on the 247k lake's 422 files). Every candidate carries its
-lineage (conversation, message ids, source, app, model, prompt version, origin) and the flags the
-cleaning steps need (``unsafe``); cleaning itself is :mod:`finetune.build`'s.
+snapshots give the same rows: with ``iceberg_scan(..., snapshot_from_id := id)``, and, for the ``sft`` and
+``kto`` selections, as the snapshot's Parquet data files (:data:`FILES`). A scan of one column of the
+8 M-conversation bench lake's interactions (12,100 files) peaks at 337 MB of RSS with 46 MB of glibc heap in
+use through the files, against 448 and 210 MB through ``iceberg_scan`` (242 against 260 MB on the 247k lake's
+422 files). Every candidate carries its lineage (conversation, message ids, source, app, model, prompt
+version, origin) and the flags the cleaning steps need (``unsafe``); cleaning itself is
+:mod:`finetune.build`'s.
 
 Where the rows come from (per the issue):
 

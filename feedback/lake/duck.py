@@ -3,8 +3,8 @@
 Lake tables are read with DuckDB's iceberg extension (``iceberg_scan`` of a table's current
 metadata file, so one query sees one snapshot per table); the extension ships offline in the
 ``duckdb-extension-iceberg``/``-avro`` wheels. Tables with no data yet become empty views. Readers of a
-pinned snapshot over a big lake read its Parquet data files instead (:func:`snapshot_source`), which
-costs DuckDB far less memory a file.
+pinned snapshot over a big lake may read its Parquet data files instead (:func:`snapshot_source`): far less
+memory a file, but DuckDB then cannot estimate the rows (it assumes 1,000,000) when it orders joins.
 """
 
 from __future__ import annotations
