@@ -88,8 +88,9 @@ def open_lake(catalog: Catalog, lake: LakeSettings | None = None, snapshot: Lake
               memory_limit: str | None = None, threads: int | None = None
               ) -> tuple[duckdb.DuckDBPyConnection, LakeSnapshot]:
     """DuckDB with views ``interactions`` and ``feedback`` at ``snapshot`` (default: the current ones), and the
-    same rows as ``interactions_files`` and ``feedback_files`` (:data:`FILES`); ``memory_limit`` (e.g. ``"1GB"``, DuckDB spills beyond it) and ``threads`` cap the connection.
-    Raises DatasetError when a table has no data or the snapshot is unknown."""
+    same rows as ``interactions_files`` and ``feedback_files`` (:data:`FILES`); ``memory_limit`` (e.g.
+    ``"1GB"``, DuckDB spills beyond it) and ``threads`` cap the connection. Raises DatasetError when a table
+    has no data or the snapshot is unknown."""
     tables = _source_tables(catalog, lake or LakeSettings(), snapshot)
     con = duck.connect(memory_limit, threads)
     for name, (table, wanted) in tables.items():
