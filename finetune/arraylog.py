@@ -23,7 +23,7 @@ class ArrayLog:
     With a ``folder``, the items go to a new file in it (created there; deleted with the folder: the build
     removes its work folder at the end) and memory holds only the end offset of each array (8 bytes an
     array); without one (``None``), the arrays stay in memory. ``log[i]`` is the ``i``-th array (a copy read
-    back from the file), :meth:`concatenated` all of them in one array, ``len(log)`` the number of arrays,
+    back from the file), ``len(log)`` the number of arrays,
     ``nbytes`` the memory held and ``disk_bytes`` the file's size. Raises ``OSError`` when the folder
     cannot be written.
     """
@@ -70,9 +70,3 @@ class ArrayLog:
         if end == start:
             return np.empty(0, dtype=self.dtype)
         return np.fromfile(self.path, dtype=self.dtype, count=end - start, offset=start * self.dtype.itemsize)
-
-    def concatenated(self) -> np.ndarray:
-        """All items back to back (one new array of ``sum(len(item))`` elements)."""
-        if self._arrays is not None:
-            return np.concatenate(self._arrays) if self._arrays else np.empty(0, dtype=self.dtype)
-        return np.fromfile(self.path, dtype=self.dtype, count=self._ends[-1])
