@@ -122,7 +122,8 @@ def build(catalog: Catalog, spec: DatasetSpec, lake: LakeSettings | None = None,
         Path(workdir).mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=workdir))
     try:
-        stats = stream.run(lambda memory, threads: select.open_lake(catalog, lake, snap, memory, threads)[0],
+        files = spec.format in select.PARTITIONED  # only their queries read the lake's data files
+        stats = stream.run(lambda memory, threads: select.open_lake(catalog, lake, snap, memory, threads, files)[0],
                            spec, folder, config)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -188,8 +188,6 @@ def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig,
         # DuckDB keeps the lake files it reads in memory for re-reads; a build reads each once
         con.execute("SET enable_external_file_cache = false")
         parts = select.answer_partitions(con, spec, config.answers_per_query())
-        if spec.format in select.PARTITIONED:  # their candidates read the lake's files: keep the answers the build side
-            con.execute(select.FIXED_JOIN_ORDER)
         streamed = 0
         on_rows(streamed)
         for k in range(parts):

@@ -91,9 +91,10 @@ def _hash_joins(node: dict) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("fmt", ["sft", "kto"])
 def test_the_selection_reads_the_files_and_builds_its_join_on_the_answers(lake, fmt):
-    """The dataset selection's views of the data files hold the iceberg_scan views' rows, and under
-    FIXED_JOIN_ORDER the candidate query's hash joins build on the answers' key tables, never on the lake's
-    texts (whose row count DuckDB cannot estimate through the files)."""
+    """The dataset selection's views of the data files hold the iceberg_scan views' rows; the candidate query
+    sets FIXED_JOIN_ORDER, under which its hash joins build on the answers' key tables, never on the lake's
+    texts (whose row count DuckDB cannot estimate through the files), and a preference query on the same
+    connection resets it; a lake opened without the files views has none and its sft/kto query says why."""
     import json
 
     from finetune import select
@@ -106,10 +107,23 @@ def test_the_selection_reads_the_files_and_builds_its_join_on_the_answers(lake, 
             assert "read_parquet" in con.execute(f"SELECT sql FROM duckdb_views() WHERE view_name = "
                                                  f"'{name}{select.FILES}'").fetchone()[0]
             assert _same_rows(con, name, name + select.FILES) > 10_000
-        con.execute(select.FIXED_JOIN_ORDER)
         spec = parse_spec({"name": f"plan-{fmt}", "format": fmt, "cleaning": {"pii": False}})
         sql, params = select.candidate_query(con, spec, ordered=False, partition=(0, 2))
         plan = json.loads(con.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchall()[0][1])
+        setting = "SELECT current_setting('disabled_optimizers')"
+        assert con.execute(setting).fetchone()[0] == "join_order,build_side_probe_side"
+        # the preference query is left to DuckDB's optimizer on the same connection
+        select.candidate_query(con, parse_spec({"name": "plan-p", "format": "preference"}), ordered=False)
+        assert con.execute(setting).fetchone()[0] == ""
+    finally:
+        con.close()
+    con, _ = select.open_lake(stack.catalog(), files=False)
+    try:
+        assert not con.execute(f"SELECT count(*) FROM duckdb_views() WHERE view_name LIKE '%{select.FILES}'"
+                               ).fetchone()[0]
+        with pytest.raises(ValueError, match="files=True"):
+            select.candidate_query(con, spec, ordered=False)
+        assert con.execute("SELECT count(*) FROM interactions").fetchone()[0] > 10_000
     finally:
         con.close()
     joins = [j for node in plan for j in _hash_joins(node)]

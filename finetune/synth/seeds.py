@@ -133,7 +133,7 @@ def from_app(catalog, app: str, k: int, seed: int = 0, lake=None) -> SeedSet:
     from finetune import select
 
     try:
-        con, snap = select.open_lake(catalog, lake)
+        con, snap = select.open_lake(catalog, lake, files=False)
     except FlywheelError as exc:
         raise SynthError(str(exc)) from exc
     try:
@@ -183,7 +183,7 @@ def from_topic(catalog, topic: str, k: int, seed: int = 0, lake=None, max_topics
     finally:
         tcon.close()
     try:
-        con, snap = select.open_lake(catalog, lake)
+        con, snap = select.open_lake(catalog, lake, files=False)
     except FlywheelError as exc:
         raise SynthError(str(exc)) from exc
     try:
