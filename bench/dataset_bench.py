@@ -27,6 +27,7 @@ build) is reported apart (``export_sagemaker_s``, and its own peak RSS ``export_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -129,15 +130,20 @@ def child(home: str, spec_json: str, batch_rows: str) -> None:
     from feedback.config import HomeSettings, LakeSettings
     from feedback.lake.catalog import open_catalog
     from finetune import build, output, stream
+    from finetune.allocator import use_mmap_threshold
+    from finetune.config import DatasetSettings
     from finetune.spec import parse_spec
 
+    use_mmap_threshold()  # as `flywheel dataset` does
     catalog = open_catalog(LakeSettings(), HomeSettings(home=Path(home)))
     spec = parse_spec(json.loads(spec_json))
     root = Path(home) / "datasets"
     peaks = ChildPeaks()
     peaks.start()
     started = time.perf_counter()
-    built = build.build(catalog, spec, workdir=root, config=stream.StreamConfig(batch_rows=int(batch_rows)))
+    # the memory knobs as `flywheel dataset build` reads them (FLYWHEEL_DATASET_*), the batch size from the bench
+    config = dataclasses.replace(DatasetSettings().stream_config(), batch_rows=int(batch_rows))
+    built = build.build(catalog, spec, workdir=root, config=config)
     folder = output.write(built, root)
     total = time.perf_counter() - started
     # the build resets VmHWM between phases (to report each phase's peak): the run's peak is the largest

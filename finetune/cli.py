@@ -34,6 +34,10 @@ def _dataset() -> None:
     # for its workers too.
     if "pyarrow" not in sys.modules:
         os.environ.setdefault(*ARROW_POOL)
+    # glibc hands the batches' freed columns back instead of keeping the largest moment's heap
+    from finetune.allocator import use_mmap_threshold
+
+    use_mmap_threshold()
 
 
 @dataset_app.command("build")
