@@ -22,8 +22,10 @@ __all__ = ["MMAP_THRESHOLD_BYTES", "use_mmap_threshold"]
 MMAP_THRESHOLD_BYTES = 1 << 20
 """The threshold the dataset commands fix. On the 1 M-conversation bench (``bench/dataset_bench.py``, 2 cores,
 2026-11-25, runs alternated in the same hour): peak RSS 608-625 MB in 45.2-48.2 s (3 runs) against 849-938 MB in
-38.4-39.3 s without (2 runs); with 4 MiB 660-665 MB in 45.8-45.9 s, with 16 MiB 790 MB in 41.7 s. The time goes to
-page faults on the fresh maps, mostly in pass 2 (6 s against 10 s)."""
+38.4-39.3 s without (2 runs); with 4 MiB 660-665 MB in 45.8-45.9 s, with 16 MiB 790 MB in 41.7 s. The extra
+time is mostly pass 2's (10 s against 6 s), likely page faults on the fresh maps: with glibc's transparent huge
+pages on too (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, which only a process's start can set), one run took
+41.1 s at 631 MB."""
 
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 _ENV = "MALLOC_MMAP_THRESHOLD_"  # glibc reads it when a process starts: for the processes this one starts
@@ -32,9 +34,8 @@ _ENV = "MALLOC_MMAP_THRESHOLD_"  # glibc reads it when a process starts: for the
 def use_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Fix glibc's mmap threshold at ``nbytes`` in this process (``mallopt``) and, through the environment
     (``MALLOC_MMAP_THRESHOLD_``), in the processes it starts afterwards. Returns whether this process's
-    allocator took it: False where the C library is not glibc, or where ``MALLOC_MMAP_THRESHOLD_`` is already
-    set (nothing changes then). Raises
-    ``ValueError`` for ``nbytes`` < 1."""
+    allocator took it: False where the C library is not glibc, where ``mallopt`` refuses the value or where
+    ``MALLOC_MMAP_THRESHOLD_`` is already set; nothing changes then. Raises ``ValueError`` for ``nbytes`` < 1."""
     if nbytes < 1:
         raise ValueError("nbytes must be at least 1")
     if _ENV in os.environ:  # glibc took that one when this process started

@@ -31,7 +31,8 @@ drops again: :mod:`finetune.keyindex`); its per-row arrays for the splits and pa
 number and prompt cluster of each kept row, near-duplicate links) go to files in the work folder
 (:mod:`finetune.arraylog`); pass 2 holds a few batches and the PII text keys (a key index like pass 1's).
 Freed memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the
-system allocator: :data:`finetune.cli.ARROW_POOL`). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
+system allocator: :data:`finetune.cli.ARROW_POOL`), and within them where glibc's mmap threshold is fixed
+(:mod:`finetune.allocator`: a batch's freed columns are unmapped instead of kept in glibc's heap). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
 report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
 
 The output depends only on the rows, the spec and ``batch_rows``: the same spec on the same snapshots

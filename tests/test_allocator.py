@@ -64,10 +64,12 @@ def test_the_threshold_hands_freed_columns_back():
 
 
 def test_the_dataset_commands_set_it(tmp_path):
+    from finetune.allocator import MMAP_THRESHOLD_BYTES
+
     code = ("from typer.testing import CliRunner; from feedback.cli import app; import os; "
             "r = CliRunner().invoke(app, ['dataset', 'list']); "
             "print(r.exit_code, os.environ.get('MALLOC_MMAP_THRESHOLD_'))")
     environ = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"} | {"FLYWHEEL_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=environ, cwd=ROOT, capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()
-    assert out == ["0", "1048576"]
+    assert out == ["0", str(MMAP_THRESHOLD_BYTES)]
