@@ -322,69 +322,31 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
         if not kept_rows:
             redactor = None
         fractions = spec.split.fractions()
-        split_rows = {name: 0 for name in SPLITS}
-        dist = {name: {dim: Counter() for dim in ("source", "model", "app")} for name in SPLITS}
-        (folder / "data").mkdir(exist_ok=True)
-        writers = {name: pq.ParquetWriter(folder / "data" / f"{name}.parquet", SCHEMAS[fmt], compression="snappy")
-                   for name in SPLITS}
-        writes: deque = deque()
-
-        def write(name: str, part: pa.Table) -> None:  # in the writer thread, in submission order
-            writers[name].write_table(part)
-
-        def finish(table: pa.Table, split_of_row: np.ndarray, changed: dict[str, str]) -> None:
-            _, _, contents = prompt_parts(table)
-            prompt_contents = replace_texts(contents, changed)
-            answers = {name: replace_texts(string_column(table, name), changed) for name in ANSWERS[fmt]}
-            # the rows grouped by split (stable), so that each split's part is a slice, not a copy
-            order = np.argsort(split_of_row, kind="stable")
-            rows_out = format_rows(fmt, table, prompt_contents, answers, order)
-            ends = np.cumsum(np.bincount(split_of_row, minlength=len(SPLITS)))
-            for i, name in enumerate(SPLITS):
-                start = int(ends[i - 1]) if i else 0
-                part = rows_out.slice(start, int(ends[i]) - start)
-                if not part.num_rows:
-                    continue
-                writes.append(writer_pool.submit(write, name, part))
-                split_rows[name] += part.num_rows
-                for dim in dist[name]:
-                    counted = pc.value_counts(pc.fill_null(part[dim], "(none)")).to_pylist()
-                    dist[name][dim].update({c["values"]: c["counts"] for c in counted})
-            while len(writes) > 2 * len(SPLITS):  # a few batches in flight at most
-                writes.popleft().result()
+        out = _SplitWriters(fmt, folder / "data")
 
         def kept(item: tuple[int, pa.RecordBatch]) -> tuple[int, int, pa.Table]:
             i, batch = item
             return i, batch.num_rows, pa.Table.from_batches([batch]).filter(pa.array(keep[i]))
 
-        # Parquet is written in one thread (Arrow releases the GIL) while this one formats the next batch
-        writer_pool = ThreadPoolExecutor(1, thread_name_prefix="flywheel-write")
-        try:
+        with closing(out), ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
             row_end = 0  # rows of the selection read so far
-            with ThreadPoolExecutor(1, thread_name_prefix="flywheel-read") as pool:
-                batches = enumerate(extsort.read_batches(selected))
-                for i, batch_rows, table in prefetch(pool, batches, kept):
-                    row_start, row_end = row_end, row_end + batch_rows
-                    if not table.num_rows:
-                        continue
-                    comp = components.roots(kept_clusters[i])
+            for i, batch_rows, table in prefetch(pool, enumerate(extsort.read_batches(selected)), kept):
+                row_start, row_end = row_end, row_end + batch_rows
+                if not table.num_rows:
+                    continue
+                comp = components.roots(kept_clusters[i])
+                split_of_row = comp_split.array[comp]
+                unknown = np.flatnonzero(split_of_row < 0)
+                if len(unknown):
+                    # a component's first row in stream order holds its smallest conversation id
+                    comps, first = np.unique(comp[unknown], return_index=True)
+                    names = table["conversation_id"].take(pa.array(unknown[first])).to_pylist()
+                    comp_split.array[comps] = split_indices(spec.split.seed, names, fractions)
                     split_of_row = comp_split.array[comp]
-                    unknown = np.flatnonzero(split_of_row < 0)
-                    if len(unknown):
-                        # a component's first row in stream order holds its smallest conversation id
-                        comps, first = np.unique(comp[unknown], return_index=True)
-                        names = table["conversation_id"].take(pa.array(unknown[first])).to_pylist()
-                        comp_split.array[comps] = split_indices(spec.split.seed, names, fractions)
-                        split_of_row = comp_split.array[comp]
-                    comp_split.drop_pages()
-                    changed = redactor.batch_changes(table, row_start, row_end) if redactor is not None else {}
-                    finish(table, split_of_row, changed)
-            while writes:
-                writes.popleft().result()
-        finally:
-            writer_pool.shutdown(wait=True, cancel_futures=True)
-            for w in writers.values():
-                w.close()
+                comp_split.drop_pages()
+                changed = redactor.batch_changes(table, row_start, row_end) if redactor is not None else {}
+                out.add(table, split_of_row, changed)
+            out.flush()
         seconds["pass 2"] = time.perf_counter() - started
         memory["pass 2"] = _peak_rss_mb()
         if redactor is not None:
@@ -392,9 +354,59 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
             steps.append(("PII redacted (rows kept)", kept_rows))
         else:
             pii = {"texts": 0, "texts_changed": 0, "entities": {}, "disabled": not spec.cleaning.pii}
-        distribution = {name: {dim: dict(sorted(c.items())) for dim, c in d.items()} for name, d in dist.items()}
+        distribution = {name: {dim: dict(sorted(c.items())) for dim, c in d.items()} for name, d in out.dist.items()}
         seconds = {k: round(v, 2) for k, v in seconds.items()}
-        return StreamStats(steps, dropped, pii, split_rows, distribution, state_bytes,
+        return StreamStats(steps, dropped, pii, out.rows, distribution, state_bytes,
                            redactor.workers if redactor else 0, state_disk_bytes, seconds,
                            {k: v for k, v in memory.items() if v is not None})
 
+
+
+class _SplitWriters:
+    """Pass 2's output: ``<data>/<split>.parquet`` for each of :data:`finetune.splits.SPLITS` (the format's
+    :data:`finetune.exports.SCHEMAS`, Snappy), written in one thread (Arrow releases the GIL) while the caller
+    formats the next batch, a few batches in flight at most; ``rows`` (split → rows) and ``dist`` (split → source,
+    model, app → value → rows) count what was written. :meth:`flush` waits for the writes (and raises what they
+    raised); :meth:`close` stops the thread and closes the files."""
+
+    def __init__(self, fmt: str, data: Path) -> None:
+        self.fmt = fmt
+        data.mkdir(exist_ok=True)
+        self.rows = {name: 0 for name in SPLITS}
+        self.dist = {name: {dim: Counter() for dim in ("source", "model", "app")} for name in SPLITS}
+        self._writers = {name: pq.ParquetWriter(data / f"{name}.parquet", SCHEMAS[fmt], compression="snappy")
+                         for name in SPLITS}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="flywheel-write")
+        self._writes: deque = deque()
+
+    def add(self, table: pa.Table, split_of_row: np.ndarray, changed: dict[str, str]) -> None:
+        """Format the kept rows of one batch (``table``) with the PII replacements ``changed`` (text → redacted
+        text) and queue each split's rows (``split_of_row``: index into SPLITS per row) for writing."""
+        _, _, contents = prompt_parts(table)
+        prompt_contents = replace_texts(contents, changed)
+        answers = {name: replace_texts(string_column(table, name), changed) for name in ANSWERS[self.fmt]}
+        # the rows grouped by split (stable), so that each split's part is a slice, not a copy
+        order = np.argsort(split_of_row, kind="stable")
+        rows_out = format_rows(self.fmt, table, prompt_contents, answers, order)
+        ends = np.cumsum(np.bincount(split_of_row, minlength=len(SPLITS)))
+        for i, name in enumerate(SPLITS):
+            start = int(ends[i - 1]) if i else 0
+            part = rows_out.slice(start, int(ends[i]) - start)
+            if not part.num_rows:
+                continue
+            self._writes.append(self._pool.submit(self._writers[name].write_table, part))
+            self.rows[name] += part.num_rows
+            for dim in self.dist[name]:
+                counted = pc.value_counts(pc.fill_null(part[dim], "(none)")).to_pylist()
+                self.dist[name][dim].update({c["values"]: c["counts"] for c in counted})
+        while len(self._writes) > 2 * len(SPLITS):  # a few batches in flight at most
+            self._writes.popleft().result()
+
+    def flush(self) -> None:
+        while self._writes:
+            self._writes.popleft().result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for writer in self._writers.values():
+            writer.close()
