@@ -1,4 +1,4 @@
-"""How the dataset commands have the C allocator hand freed memory back (glibc's ``malloc`` on Linux).
+"""How the dataset build has the C allocator hand freed memory back (glibc's ``malloc`` on Linux).
 
 glibc serves a request of at least its *mmap threshold* with a memory map of its own, which ``free`` unmaps,
 and smaller ones from its heaps, whose freed blocks it keeps for reuse. The threshold starts at 128 KiB, but
@@ -9,7 +9,8 @@ the heaps keep what the largest moment needed, fragmented, however the build goe
 fixes it (glibc then no longer moves it) so those columns are mapped and unmapped one by one.
 
 ``flywheel dataset`` sets it for its process and the PII workers it starts (:func:`use_mmap_threshold`). A
-process that sets ``MALLOC_MMAP_THRESHOLD_`` itself keeps its own value.
+process that sets ``MALLOC_MMAP_THRESHOLD_`` itself keeps its own value. Between phases the build also hands
+back what the heaps hold free (:func:`trim_heap`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "use_mmap_threshold"]
+__all__ = ["MMAP_THRESHOLD_BYTES", "trim_heap", "use_mmap_threshold"]
 
 MMAP_THRESHOLD_BYTES = 1 << 20
 """The threshold the dataset commands fix. On the 1 M-conversation bench (``bench/dataset_bench.py``, 2 cores,
@@ -40,12 +41,24 @@ def use_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
         raise ValueError("nbytes must be at least 1")
     if _ENV in os.environ:  # glibc took that one when this process started
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    if not mallopt(_M_MMAP_THRESHOLD, int(nbytes)):
+    mallopt = _glibc("mallopt")
+    if mallopt is None or not mallopt(_M_MMAP_THRESHOLD, int(nbytes)):
         return False
     os.environ[_ENV] = str(int(nbytes))
     return True
+
+
+def trim_heap() -> bool:
+    """Hand the free memory in glibc's heaps back to the system (``malloc_trim(0)``: every free page of every
+    arena, not only the top); allocations are unchanged. Returns whether glibc did release some: False where
+    nothing was released or the C library is not glibc."""
+    malloc_trim = _glibc("malloc_trim")
+    return bool(malloc_trim(0)) if malloc_trim is not None else False
+
+
+def _glibc(name: str):
+    """glibc's function ``name`` through ctypes, None where the C library is not glibc or lacks it."""
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None

@@ -32,8 +32,9 @@ number and prompt cluster of each kept row, near-duplicate links) go to files in
 (:mod:`finetune.arraylog`); pass 2 holds a few batches and the PII text keys (a key index like pass 1's).
 Freed memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the
 system allocator: :data:`finetune.cli.ARROW_POOL`), and within them where glibc's mmap threshold is fixed
-(:mod:`finetune.allocator`: a batch's freed columns are unmapped instead of kept in glibc's heap). :attr:`StreamStats.state_bytes` and ``state_disk_bytes``
-report pass 1's state; :attr:`StreamStats.peak_rss_mb` the peak of each phase.
+(:mod:`finetune.allocator`: a batch's freed columns are unmapped instead of kept in glibc's heap).
+:attr:`StreamStats.state_bytes` and ``state_disk_bytes`` report pass 1's state; :attr:`StreamStats.peak_rss_mb`
+the peak of each phase.
 
 The output depends only on the rows, the spec and ``batch_rows``: the same spec on the same snapshots
 with the same batch size is written byte for byte the same.
@@ -57,6 +58,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finetune import extsort, select
+from finetune.allocator import trim_heap
 from finetune.cleaning import ANSWERS, Cleaner, step_names
 from finetune.columns import prompt_parts, string_column
 from finetune.components import MappedArray
@@ -157,18 +159,13 @@ def _reset_peak_rss() -> None:
 
 def _release_memory() -> None:
     """Hand memory freed by the phase just ended back to the system: Arrow's pool keeps freed blocks for
-    reuse (``release_unused``) and glibc's heap keeps freed small blocks (``malloc_trim``, where glibc is
-    the allocator); neither changes what is allocated, only the resident memory between phases."""
+    reuse (``release_unused``) and glibc's heap keeps freed small blocks (:func:`finetune.allocator.trim_heap`);
+    neither changes what is allocated, only the resident memory between phases."""
     import gc
 
     gc.collect()
     pa.default_memory_pool().release_unused()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_heap()
 
 
 def _select(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig,

@@ -11,13 +11,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # 16 MiB mapped and freed raises glibc's dynamic threshold to 16 MiB; then 64 blocks of 2 MiB, each followed by
-# a small one that stays (so the heap cannot shrink from its top), are freed. Prints: what use_mmap_threshold
-# returned, the anonymous memory (MiB) the blocks took, what stays after freeing them, and the variable.
+# a small one that stays (so the heap cannot shrink from its top), are freed, and `after` runs. Prints: what
+# use_mmap_threshold returned, the anonymous memory (MiB) the blocks took, what stays after freeing them (and
+# `after`), and the variable.
 PROBE = """
 import os, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from finetune.allocator import use_mmap_threshold
+from finetune.allocator import trim_heap, use_mmap_threshold
 
 def anon_mib():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon")) / 1024
@@ -32,13 +33,14 @@ for _ in range(64):
     pins.append(np.ones(512))
 held = anon_mib()
 del blocks
+{after}
 print(took, round(held - before), round(anon_mib() - before), os.environ.get("MALLOC_MMAP_THRESHOLD_"))
 """
 
 
-def _probe(call: str, **env: str) -> list[str]:
+def _probe(call: str, after: str = "", **env: str) -> list[str]:
     environ = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"} | env
-    out = subprocess.run([sys.executable, "-c", PROBE.format(root=str(ROOT), call=call)], env=environ,
+    out = subprocess.run([sys.executable, "-c", PROBE.format(root=str(ROOT), call=call, after=after)], env=environ,
                          capture_output=True, text=True, check=True, timeout=120)
     return out.stdout.split()
 
@@ -51,6 +53,9 @@ def test_the_threshold_hands_freed_columns_back():
     took, held, kept, variable = _probe("None")
     assert (took, variable) == ("None", "None") and int(held) >= 120
     assert int(kept) >= 120  # glibc's default: the freed 2 MiB blocks stay in its heap
+    # trim_heap (between the build's phases) hands the heap's free pages back
+    took, held, kept, variable = _probe("None", after="assert trim_heap()")
+    assert int(held) >= 120 and int(kept) <= 8
     took, held, kept, variable = _probe("use_mmap_threshold()")
     assert took == "True" and int(held) >= 120 and int(kept) <= 8
     assert variable == str(MMAP_THRESHOLD_BYTES)  # for the processes it starts (the PII workers)

@@ -74,7 +74,8 @@ def parquet_source(files: list[str]) -> str:
     if not files:
         raise ValueError("no files to read")
     # not hive_partitioning: Iceberg's folders (occurred_at_day=...) would add a column the table lacks
-    return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "], hive_partitioning = false)"
+    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{quoted}], hive_partitioning = false)"
 
 
 def snapshot_source(con: duckdb.DuckDBPyConnection, table: Table, snapshot_id: int) -> str:
