@@ -32,7 +32,8 @@ number and prompt cluster of each kept row, near-duplicate links) go to files in
 (:mod:`finetune.arraylog`); pass 2 holds a few batches and the PII text keys (a key index like pass 1's).
 Freed memory is handed back to the system between phases (``flywheel dataset`` has Arrow allocate from the
 system allocator: :data:`finetune.cli.ARROW_POOL`), and within them where glibc's mmap threshold is fixed
-(:mod:`finetune.allocator`: a batch's freed columns are unmapped instead of kept in glibc's heap).
+(:mod:`finetune.allocator`: a batch's freed columns are unmapped instead of kept in glibc's heap), and by a
+thread that returns the heaps' free pages every ``trim_interval_s`` (:func:`finetune.allocator.trimming`).
 :attr:`StreamStats.state_bytes` and ``state_disk_bytes`` report pass 1's state; :attr:`StreamStats.peak_rss_mb`
 the peak of each phase.
 
@@ -58,7 +59,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finetune import extsort, select
-from finetune.allocator import trim_heap
+from finetune.allocator import TRIM_INTERVAL_S, trim_heap, trimming
 from finetune.cleaning import ANSWERS, Cleaner, step_names
 from finetune.columns import prompt_parts, string_column
 from finetune.components import MappedArray
@@ -96,6 +97,8 @@ class StreamConfig:
     selection ahead from the start of pass 1, in chunks of whole record batches of about ``pii_chunk_rows`` rows
     (a worker's memory scales with it). ``prepare_threads``: threads
     computing pass 1's cleaning masks and fingerprints ahead of the batch being deduplicated (at most one per CPU core).
+    ``trim_interval_s``: seconds between the returns of glibc's free heap pages to the system by a thread running
+    through the build (:func:`finetune.allocator.trimming`; None: no thread).
     """
 
     batch_rows: int = 8192
@@ -108,6 +111,7 @@ class StreamConfig:
     pii_pool_min_rows: int = 50_000
     pii_chunk_rows: int = 8192
     prepare_threads: int = 2
+    trim_interval_s: float | None = TRIM_INTERVAL_S
 
     def answers_per_query(self) -> int:
         """``partition_answers``, or three quarters of ``duckdb_memory`` over :data:`finetune.select.ANSWER_BYTES`
@@ -229,6 +233,7 @@ def run(con_factory, spec: DatasetSpec, folder: Path, config: StreamConfig = Str
                 pool.append(start_workers(list(spec.cleaning.pii_entities), workers))
                 stack.callback(pool[0].shutdown, wait=True, cancel_futures=True)
 
+        stack.enter_context(trimming(config.trim_interval_s))
         started = time.perf_counter()
         selected, sizes = _select(con_factory, spec, folder, config, on_rows)
         seconds["select"] = time.perf_counter() - started

@@ -68,6 +68,24 @@ def test_the_threshold_hands_freed_columns_back():
         use_mmap_threshold(0)  # raises before it changes anything
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="glibc on Linux only")
+def test_trimming_hands_the_heaps_free_pages_back_while_it_runs():
+    # the freed blocks stay in the heap until the trimming thread's first round, and the thread ends with the block
+    wait = ("import time, threading; from finetune.allocator import trimming\n"
+            "with trimming({interval}) as runs:\n    time.sleep(0.6)\n"
+            "assert runs is {runs} and not any(t.name == 'flywheel-trim-heap' for t in threading.enumerate())")
+    took, held, kept, _ = _probe("None", after=wait.format(interval=0.05, runs=True))
+    assert int(held) >= 120 and int(kept) <= 8
+    took, held, kept, _ = _probe("None", after=wait.format(interval=None, runs=False))
+    assert int(held) >= 120 and int(kept) >= 120
+    from finetune.allocator import trimming
+
+    with pytest.raises(ValueError):
+        with trimming(0):
+            pass
+
+
 def test_the_dataset_commands_set_it(tmp_path):
     from finetune.allocator import MMAP_THRESHOLD_BYTES
 

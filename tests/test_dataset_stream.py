@@ -561,6 +561,38 @@ def test_pii_workers_start_during_the_selection_and_stop_with_the_build(lake, mo
     assert multiprocessing.active_children() == []
 
 
+def test_the_heap_is_trimmed_while_a_build_runs(lake, monkeypatch):
+    """A build hands glibc's free heap pages back from a thread (:func:`finetune.allocator.trimming`) through the
+    selection and both passes, and stops it however the build ends; ``trim_interval_s=None`` starts none."""
+    import threading
+
+    from finetune import allocator, extsort
+
+    if allocator._glibc("malloc_trim") is None:
+        pytest.skip("glibc only")
+    stack, _ = lake
+    seen: list[list[str]] = []
+    trims: list[int] = []
+
+    def trimmers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name == "flywheel-trim-heap"]
+
+    finish, passes, trim = extsort.ExternalSort.finish, stream._passes, allocator.trim_heap
+    monkeypatch.setattr(extsort.ExternalSort, "finish", lambda self, *a: seen.append(trimmers()) or finish(self, *a))
+    monkeypatch.setattr(stream, "_passes", lambda *a: seen.append(trimmers()) or passes(*a))
+    monkeypatch.setattr(allocator, "trim_heap", lambda: trims.append(1) or trim())
+    spec = parse_spec({"name": "trim", "format": "sft", "selection": {"apps": ["tulu1_human_eval"]}})
+    build.build(stack.catalog(), spec, config=stream.StreamConfig(trim_interval_s=0.01))
+    assert seen == [["flywheel-trim-heap"]] * 2 and trims and trimmers() == []
+    seen.clear()
+    build.build(stack.catalog(), spec, config=stream.StreamConfig(trim_interval_s=None))
+    assert seen == [[], []]
+    nothing = parse_spec({"name": "trim-none", "format": "sft", "selection": {"apps": ["no-such-app"]}})
+    with pytest.raises(DatasetError):
+        build.build(stack.catalog(), nothing, config=stream.StreamConfig(trim_interval_s=0.01))
+    assert trimmers() == []
+
+
 def test_redact_found_with_gates_finds_what_it_finds_without(data_dir):
     """Per-entity RE2 gates only skip recognizers that would find nothing: same findings on real texts."""
     import pyarrow as pa
