@@ -26,15 +26,15 @@ class DatasetSettings(BaseSettings):
     """Dataset curation: where built versions are written (``root``, default ``<FLYWHEEL_HOME>/datasets``;
     any local path; an object store would be mounted or synced by the deployment), and the memory knobs of
     the streaming build, none of which changes what is written (:class:`finetune.stream.StreamConfig`):
-    ``duckdb_memory`` (DuckDB's cap during the selection, e.g. ``"512MB"``), ``sort_rows`` (rows per bucket
+    ``duckdb_memory`` (DuckDB's cap during the selection, default ``"256MB"``), ``sort_rows`` (rows per bucket
     of the selection's sort), ``partition_answers`` (answers whose feedback one selection query aggregates;
-    more are selected in hash partitions; unset: as many as half of ``duckdb_memory`` holds),
+    more are selected in hash partitions; unset: as many as three quarters of ``duckdb_memory`` holds),
     ``memory_keys`` (keys each dedup index keeps in memory before writing runs to disk; 0 keeps all in
     memory) and ``pii_workers`` (PII processes; unset: one per core, at most 4, for large builds)."""
 
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_DATASET_")
     root: Path = Field(default_factory=lambda: flywheel_home() / "datasets")
-    duckdb_memory: str = Field("512MB", pattern=MEMORY_SIZE)
+    duckdb_memory: str = Field("256MB", pattern=MEMORY_SIZE)
     sort_rows: int = Field(16_384, ge=1)
     partition_answers: int | None = Field(None, ge=1)
     memory_keys: int = Field(1 << 20, ge=0)

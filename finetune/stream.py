@@ -89,8 +89,10 @@ class StreamConfig:
     their feedback (DuckDB's hash table takes :data:`finetune.select.ANSWER_BYTES` each; None: as many as
     three quarters of ``duckdb_memory`` hold): ``sft`` and ``kto`` candidates of more answers are selected in
     hash partitions of the answers, each reading the lake's texts again (:func:`finetune.select.answer_partitions`).
-    ``duckdb_memory``: DuckDB's
-    ``memory_limit``; ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
+    ``duckdb_memory``: DuckDB's ``memory_limit``, which the selection fills as the answers grow and then holds: with
+    256 MB the bench's peak RSS was 0.61, 0.78 and 0.80 GB at 1, 4 and 8 M conversations, in 41-44, 221 and 527 s
+    (2 cores, 2026-11-25), against 0.62, 0.92 and 1.05 GB in 40-42, 186 and 434 s with 512 MB (fewer partitions,
+    each reading the lake's texts again). ``duckdb_threads``: its ``threads`` (None: DuckDB's default). ``pii_workers``:
     processes redacting PII (0: in this process; None: 0 below ``pii_pool_min_rows`` selected rows,
     else one per CPU core, at most 4); they are started while the selection streams, as soon as it is known
     to need them (loading Presidio takes each ~2.5 CPU seconds, which the selection leaves idle), and redact the
@@ -105,7 +107,7 @@ class StreamConfig:
     sort_rows: int = 16_384
     partition_answers: int | None = None
     memory_keys: int | None = 1 << 20
-    duckdb_memory: str = "512MB"
+    duckdb_memory: str = "256MB"
     duckdb_threads: int | None = None
     pii_workers: int | None = None
     pii_pool_min_rows: int = 50_000

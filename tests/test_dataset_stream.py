@@ -408,7 +408,7 @@ def test_a_duckdb_memory_size_gives_the_answers_one_query_holds():
     from finetune.config import memory_bytes
 
     assert memory_bytes("512MB") == 512 * 10**6 and memory_bytes("1.5GiB") == 3 * 2**29
-    assert stream.StreamConfig().answers_per_query() == 4_800_000
+    assert stream.StreamConfig().answers_per_query() == 2_400_000
     assert stream.StreamConfig(partition_answers=7).answers_per_query() == 7
     with pytest.raises(ValueError):
         memory_bytes("512 apples")
