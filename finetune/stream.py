@@ -365,7 +365,6 @@ def _clean_and_write(spec: DatasetSpec, folder: Path, config: StreamConfig, sele
                            {k: v for k, v in memory.items() if v is not None})
 
 
-
 class _SplitWriters:
     """Pass 2's output: ``<data>/<split>.parquet`` for each of :data:`finetune.splits.SPLITS` (the format's
     :data:`finetune.exports.SCHEMAS`, Snappy), written in one thread (Arrow releases the GIL) while the caller
